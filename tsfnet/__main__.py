@@ -1,0 +1,3 @@
+from tsfnet.cli import main
+
+main()

@@ -1,0 +1,391 @@
+"""The `tsfnet` command line (DESIGN §10).
+
+Errors a user can fix are printed as one line on stderr with exit code 1;
+`--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from tsfnet.errors import TsfnetError
+
+app = typer.Typer(
+    name="tsfnet",
+    help="Synthesise missing MRI sequences from any available subset, with explanations (TSF-Seq2Seq).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+convert_app = typer.Typer(help="Convert challenge layouts to the raw dataset format (SRC is never modified).")
+app.add_typer(convert_app, name="convert")
+console = Console(stderr=True)
+STATE = {"debug": False}
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+) -> None:
+    STATE["debug"] = debug
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_time=False, show_path=False)],
+        force=True,
+    )
+
+
+def info(message: str) -> None:
+    logging.getLogger("tsfnet").info(message)
+
+
+def find_store(explicit: Path | None) -> Path:
+    """-p, or the one preprocessed dataset (a folder with plans.json) found near the cwd."""
+    if explicit is not None:
+        if not (explicit / "plans.json").is_file():
+            raise TsfnetError(f"{explicit}: no plans.json (run tsfnet plan first)")
+        return explicit
+    cwd = Path.cwd()
+    candidates = sorted(
+        {
+            p.parent
+            for pattern in ("plans.json", "*/plans.json", "tsfnet_preprocessed/*/plans.json")
+            for p in cwd.glob(pattern)
+            if (p.parent / "cases").is_dir() or pattern != "plans.json"
+        }
+    )
+    if len(candidates) != 1:
+        found = ", ".join(str(c) for c in candidates) or "none"
+        raise TsfnetError(f"pass -p PREPROCESSED_DIR (preprocessed datasets found here: {found})")
+    return candidates[0]
+
+
+# ---- data ----------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where the demo writes everything.")] = Path(
+        "tsfnet_demo"
+    ),
+    generate_only: Annotated[
+        bool, typer.Option("--generate-only", help="Only write the phantom dataset.")
+    ] = False,
+    cases: Annotated[int, typer.Option("--cases", help="Number of phantom cases.")] = 14,
+    downsample: Annotated[
+        int, typer.Option("--downsample", help="Integer downsampling of the 1 mm template.")
+    ] = 4,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; a seed fixes every case.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
+    steps: Annotated[int, typer.Option("--steps", help="Training steps per stage.")] = 300,
+    missing_rate: Annotated[
+        float, typer.Option("--missing-rate", help="Chance a case lacks a sequence.")
+    ] = 0.0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier demo's outputs.")
+    ] = False,
+) -> None:
+    """Generate a phantom dataset, then plan -> train -> predict -> evaluate on it."""
+    from tsfnet.demo import run_demo
+
+    run_demo(output, generate_only, cases, downsample, seed, device, steps, missing_rate, overwrite)
+
+
+@convert_app.command("brats2021")
+def convert_brats2021(src: Path, dst: Path) -> None:
+    """BraTS 2021 folders (BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}.nii.gz) -> raw dataset."""
+    _convert("brats2021", src, dst)
+
+
+@convert_app.command("brasyn")
+def convert_brasyn(src: Path, dst: Path) -> None:
+    """BraSyn folders (BraTS-GLI-XXXXX-XXX-{t1n,t1c,t2w,t2f,seg}.nii.gz) -> raw dataset."""
+    _convert("brasyn", src, dst)
+
+
+def _convert(layout: str, src: Path, dst: Path) -> None:
+    from tsfnet.data.converters import convert
+
+    report = convert(layout, src, dst)
+    info(f"converted {report.converted} cases into {dst}")
+    for case_id, missing in sorted(report.incomplete.items()):
+        logging.getLogger("tsfnet").warning("%s: kept without %s", case_id, ", ".join(missing))
+
+
+# ---- planning --------------------------------------------------------------------------------
+
+
+@app.command()
+def plan(
+    dataset: Annotated[
+        Path, typer.Option("-d", "--dataset", help="Raw dataset folder (with dataset.json).")
+    ] = Path("."),
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="Preprocessed folder (default: ../tsfnet_preprocessed/<dataset>)."
+        ),
+    ] = None,
+    preprocess: Annotated[bool, typer.Option("--preprocess", help="Also preprocess every case.")] = False,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset",
+            help="Preset name (e.g. brats2021_paper) or JSON path, applied on top of the derived plans.",
+        ),
+    ] = None,
+    gpu_memory_gb: Annotated[
+        float, typer.Option("--gpu-memory-gb", help="Memory budget for batch/patch size.")
+    ] = 8.0,
+    planner: Annotated[str, typer.Option("--planner", help="Registered planner plugin.")] = "default",
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Processes (default: cores, max 8).")
+    ] = None,
+) -> None:
+    """Fingerprint a raw dataset and write dataset_fingerprint.json and plans.json."""
+    from tsfnet.planning.api import plan as run_plan
+
+    store, plans = run_plan(dataset, output, preset, gpu_memory_gb, planner, workers)
+    info(
+        f"plans written to {store / 'plans.json'} (crop {plans['crop_size']}, "
+        f"2d batch {plans['configurations']['2d']['batch_size']})"
+    )
+    if preprocess:
+        _preprocess(dataset, store, plans, False, workers)
+
+
+@app.command("preprocess")
+def preprocess_command(
+    dataset: Annotated[Path, typer.Option("-d", "--dataset", help="Raw dataset folder.")] = Path("."),
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Preprocessed folder holding plans.json.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases that are up to date.")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes.")] = None,
+) -> None:
+    """Crop, resample and normalise every case with the plans (up-to-date cases are skipped)."""
+    from tsfnet.planning.api import default_store
+    from tsfnet.planning.plans import load_plans
+
+    store = output or default_store(dataset)
+    if not (store / "plans.json").is_file():
+        raise TsfnetError(f"{store / 'plans.json'}: not found (run tsfnet plan first)")
+    _preprocess(dataset, store, load_plans(store / "plans.json"), overwrite, workers)
+
+
+def _preprocess(dataset: Path, store: Path, plans: dict, overwrite: bool, workers: int | None) -> None:
+    from tsfnet.data.dataset import RawDataset
+    from tsfnet.preprocessing.pipeline import preprocess_dataset
+
+    counts = preprocess_dataset(RawDataset.load(dataset), store, plans, overwrite, workers)
+    info(f"preprocessed {counts['done']} cases ({counts['skipped']} up to date) into {store}")
+
+
+# ---- training ------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    preprocessed: Annotated[
+        Path | None, typer.Option("-p", "--preprocessed", help="Preprocessed folder.")
+    ] = None,
+    fusion: Annotated[str, typer.Option("--fusion", help="Fusion plugin (see tsfnet plugins).")] = "tsf",
+    head: Annotated[str, typer.Option("--head", help="synthesis or segmentation.")] = "synthesis",
+    config: Annotated[str, typer.Option("--config", help="2d (slices) or 3d (patches).")] = "2d",
+    fold: Annotated[str, typer.Option("--fold", help="0-4, or 'all' to train on every case.")] = "0",
+    stage: Annotated[str, typer.Option("--stage", help="pretrain, finetune or all.")] = "all",
+    steps: Annotated[int | None, typer.Option("--steps", help="Steps per stage (default: plans).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default: plans.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: plans).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Results folder.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from checkpoint_latest.pt.")] = False,
+    perceptual_weights: Annotated[
+        Path | None,
+        typer.Option("--perceptual-weights", help="Local VGG19 weights (torchvision vgg19-dcbb9e9d.pth)."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Data-loading processes (0: in-process).")
+    ] = None,
+    val_every: Annotated[
+        int | None, typer.Option("--val-every", help="Validate and checkpoint every N steps.")
+    ] = None,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the network.")] = False,
+) -> None:
+    """Train a fusion model: stage 1 (pretrain E, G) then stage 2 (finetune fusion + G, E frozen)."""
+    from tsfnet.training.runner import TrainOptions
+    from tsfnet.training.runner import train as run_train
+
+    fold_value: int | str = fold if fold == "all" else _int_option("--fold", fold)
+    result = run_train(
+        TrainOptions(
+            store=find_store(preprocessed),
+            fusion=fusion,
+            head=head,
+            config=config,
+            fold=fold_value,
+            stage=stage,
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            output=output,
+            device=device,
+            resume=resume,
+            perceptual_weights=perceptual_weights,
+            num_workers=workers,
+            val_every=val_every,
+            compile=compile_model,
+        )
+    )
+    info(f"model folder: {result.model_dir}")
+
+
+def _int_option(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise TsfnetError(f"{flag} must be an integer or 'all', got '{value}'") from None
+
+
+# ---- inference -----------------------------------------------------------------------------
+
+
+@app.command()
+def predict(
+    input_dir: Annotated[
+        Path,
+        typer.Option("-i", "--input", help="Raw files (CASE_0000.nii.gz ...) or BraTS/BraSyn case folders."),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
+    model: Annotated[Path, typer.Option("-m", "--model", help="Model folder from tsfnet train.")],
+    targets: Annotated[
+        str, typer.Option("--targets", help="'all' (every missing one) or names, e.g. T2,FLAIR.")
+    ] = "all",
+    device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
+    preview: Annotated[bool, typer.Option("--preview", help="Also write a PNG per case and target.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per forward pass.")] = 16,
+    intensity: Annotated[
+        str, typer.Option("--intensity", help="normalized ([-1, 1]) or reference.")
+    ] = "normalized",
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or latest.")] = "best",
+) -> None:
+    """Synthesise every missing (or requested) sequence; write NIfTI, TSEM and weights."""
+    from tsfnet.devices import resolve_device
+    from tsfnet.inference.model_folder import load_model_folder
+    from tsfnet.inference.predictor import predict_folder
+
+    trained = load_model_folder(model, resolve_device(device), checkpoint)
+    report = predict_folder(trained, input_dir, output, targets, overwrite, preview, batch_size, intensity)
+    info(f"wrote {len(report.written)} syntheses to {output}; {len(report.skipped)} skipped")
+    for line in report.skipped:
+        info(f"skipped {line}")
+    if report.failed:
+        raise TsfnetError(f"{len(report.failed)} case(s) failed: " + "; ".join(report.failed.values()))
+
+
+@app.command()
+def evaluate(
+    predictions: Annotated[
+        Path, typer.Option("-p", "--predictions", help="Folder written by tsfnet predict.")
+    ],
+    reference: Annotated[Path, typer.Option("-r", "--reference", help="Folder with the real sequences.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Report folder (default: PRED/evaluation).")
+    ] = None,
+    lpips_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--lpips-weights", help="Local AlexNet weights (torchvision alexnet-owt-7be5be79.pth) for LPIPS."
+        ),
+    ] = None,
+    segmentation: Annotated[
+        bool, typer.Option("--segmentation", help="Dice of WT/TC/ET (not implemented yet).")
+    ] = False,
+) -> None:
+    """PSNR / SSIM / LPIPS per case, target and number of inputs; the paper's tables."""
+    if segmentation:
+        raise TsfnetError("evaluate --segmentation is not implemented yet")
+    from tsfnet.evaluation.evaluate import evaluate as run_evaluate
+
+    rows, report_dir = run_evaluate(predictions, reference, output, lpips_weights)
+    info(f"evaluated {len(rows)} predictions; report in {report_dir / 'summary.md'}")
+
+
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Option("-m", "--model", help="Model folder.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Default: MODEL/explanations.")
+    ] = None,
+    input_dir: Annotated[Path | None, typer.Option("-i", "--input", help="Cases for TSEM montages.")] = None,
+    cases: Annotated[
+        str | None, typer.Option("--cases", help="Comma-separated case ids (default: all).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
+) -> None:
+    """ω for every source/target combination (bar chart + JSON); TSEM montages with -i."""
+    from tsfnet.devices import resolve_device
+    from tsfnet.inference.explain import explain_weights, tsem_montages
+    from tsfnet.inference.model_folder import load_model_folder
+
+    trained = load_model_folder(model, resolve_device(device))
+    output = output or model / "explanations"
+    json_path, png_path = explain_weights(trained, output)
+    info(f"task weights: {json_path}, {png_path}")
+    if input_dir is not None:
+        chosen = [c.strip() for c in cases.split(",")] if cases else None
+        for path in tsem_montages(trained, input_dir, output, chosen):
+            info(f"TSEM montage: {path}")
+
+
+@app.command()
+def plugins() -> None:
+    """List every registered plugin with its kind and the package that provides it."""
+    from tsfnet.registry import registry
+
+    table = Table("kind", "name", "provided by")
+    for plugin in registry.plugins():
+        table.add_row(plugin.kind, plugin.name, plugin.provider)
+    Console().print(table)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except TsfnetError as exc:
+        if STATE["debug"]:
+            raise
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("interrupted", highlight=False)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors and unexpected failures: one line too
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if STATE["debug"]:
+            raise
+        console.print(
+            f"[red]error:[/red] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Raw datasets, volume I/O, converters and the phantom generator."""

@@ -1,0 +1,186 @@
+"""The raw dataset format (nnU-Net's): dataset.json + imagesTr/CASE_XXXX.nii.gz.
+
+A case may lack channels; every reader here reports which ones it has instead of
+failing, so planning, training and prediction can work on what exists.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tsfnet.atomic import read_json
+from tsfnet.data.volume_io import Geometry, read_volume
+from tsfnet.errors import InputError
+
+CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+KNOWN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr")
+
+
+@dataclass(frozen=True)
+class RawCase:
+    case_id: str
+    channel_files: dict[int, Path]
+    label_file: Path | None = None
+
+    @property
+    def available(self) -> tuple[int, ...]:
+        return tuple(sorted(self.channel_files))
+
+
+@dataclass
+class CaseVolumes:
+    """The channels a case has, all on one grid."""
+
+    case_id: str
+    images: dict[int, np.ndarray]
+    geometry: Geometry
+    label: np.ndarray | None = None
+
+    @property
+    def brain_mask(self) -> np.ndarray:
+        mask = np.zeros(self.geometry.shape, dtype=bool)
+        for image in self.images.values():
+            mask |= image != 0
+        return mask
+
+
+@dataclass
+class RawDataset:
+    root: Path
+    channel_names: list[str]
+    file_ending: str
+    labels: dict[str, int] = field(default_factory=dict)
+    cases: list[RawCase] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @classmethod
+    def load(cls, root: Path, images_folder: str = "imagesTr") -> RawDataset:
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(root, "dataset folder not found")
+        meta_path = root / "dataset.json"
+        if not meta_path.is_file():
+            raise InputError(meta_path, "missing dataset.json (expected nnU-Net raw dataset layout)")
+        meta = read_json(meta_path)
+        channel_names = parse_channel_names(meta, meta_path)
+        file_ending = meta.get("file_ending", ".nii.gz")
+        if not isinstance(file_ending, str) or not file_ending.startswith("."):
+            raise InputError(meta_path, f"'file_ending' must be a string like '.nii.gz', got {file_ending!r}")
+        labels = meta.get("labels", {})
+        if not isinstance(labels, dict):
+            raise InputError(meta_path, f"'labels' must be an object, got {type(labels).__name__}")
+        cases = scan_cases(root / images_folder, len(channel_names), file_ending, root / "labelsTr")
+        return cls(root, channel_names, file_ending, labels, cases)
+
+    def case(self, case_id: str) -> RawCase:
+        for case in self.cases:
+            if case.case_id == case_id:
+                return case
+        raise InputError(self.root, f"no case named '{case_id}'")
+
+
+def parse_channel_names(meta: object, meta_path: Path) -> list[str]:
+    if not isinstance(meta, dict):
+        raise InputError(meta_path, "dataset.json must hold a JSON object")
+    names = meta.get("channel_names", meta.get("modality"))
+    if names is None:
+        raise InputError(meta_path, 'missing key \'channel_names\' (e.g. {"0": "T1", "1": "T2"})')
+    if not isinstance(names, dict) or not names:
+        raise InputError(meta_path, '\'channel_names\' must be a non-empty object {"0": "T1", ...}')
+    try:
+        indices = sorted(int(k) for k in names)
+    except ValueError as exc:
+        raise InputError(meta_path, f"'channel_names' keys must be integers, got {sorted(names)}") from exc
+    if indices != list(range(len(indices))):
+        raise InputError(meta_path, f"'channel_names' keys must be 0..{len(indices) - 1}, got {indices}")
+    values = [names[str(i)] for i in indices]
+    if not all(isinstance(v, str) and v for v in values):
+        raise InputError(meta_path, "'channel_names' values must be non-empty strings")
+    if len(set(values)) != len(values):
+        raise InputError(meta_path, f"'channel_names' has duplicate names: {values}")
+    return values
+
+
+def split_ending(name: str) -> tuple[str, str] | None:
+    for ending in KNOWN_ENDINGS:
+        if name.endswith(ending):
+            return name[: -len(ending)], ending
+    return None
+
+
+def scan_cases(
+    folder: Path, n_channels: int, file_ending: str, labels_folder: Path | None = None
+) -> list[RawCase]:
+    """Group `CASE_XXXX<ending>` files by case; each unknown name or index is an error."""
+    if not folder.is_dir():
+        raise InputError(folder, "images folder not found")
+    channel_files: dict[str, dict[int, Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        parts = split_ending(path.name)
+        match = CHANNEL_FILE.match(parts[0]) if parts else None
+        if parts is None or match is None:
+            raise InputError(path, f"file name does not match CASE_XXXX{file_ending} (XXXX = channel index)")
+        channel = int(match["channel"])
+        if channel >= n_channels:
+            raise InputError(
+                path, f"unknown channel index {channel} (dataset declares {n_channels} channels)"
+            )
+        channel_files.setdefault(match["case"], {})[channel] = path
+    if not channel_files:
+        raise InputError(folder, "folder is empty: no CASE_XXXX image files found")
+    cases = []
+    for case_id, files in sorted(channel_files.items()):
+        label = None
+        if labels_folder is not None:
+            candidates = [labels_folder / f"{case_id}{e}" for e in KNOWN_ENDINGS]
+            label = next((c for c in candidates if c.is_file()), None)
+        cases.append(RawCase(case_id, files, label))
+    return cases
+
+
+def load_case(case: RawCase, with_label: bool = False) -> CaseVolumes:
+    """Read every channel a case has; all must share shape and affine (1e-3)."""
+    if not case.channel_files:
+        raise InputError(case.case_id, "case has no channels")
+    images: dict[int, np.ndarray] = {}
+    reference: tuple[Path, Geometry] | None = None
+    for channel, path in sorted(case.channel_files.items()):
+        data, geometry = read_volume(path)
+        if reference is None:
+            reference = (path, geometry)
+        elif not geometry.matches(reference[1]):
+            what = "shape" if geometry.shape != reference[1].shape else "affine"
+            raise InputError(
+                path,
+                f"{what} differs from {reference[0].name} ({_describe(geometry, what)} vs "
+                f"{_describe(reference[1], what)})",
+            )
+        images[channel] = data
+    assert reference is not None
+    label = None
+    if with_label and case.label_file is not None:
+        label_data, label_geometry = read_volume(case.label_file)
+        if label_geometry.shape != reference[1].shape:
+            raise InputError(case.label_file, f"label shape {label_geometry.shape} differs from images")
+        label = np.rint(label_data).astype(np.uint8)
+    return CaseVolumes(case.case_id, images, reference[1], label)
+
+
+def _describe(geometry: Geometry, what: str) -> str:
+    if what == "shape":
+        return "x".join(map(str, geometry.shape))
+    return (
+        "origin "
+        + ",".join(f"{v:.3g}" for v in geometry.affine[:3, 3])
+        + " spacing "
+        + ",".join(f"{v:.3g}" for v in geometry.spacing)
+    )

@@ -1,0 +1,129 @@
+"""`tsfnet evaluate`: compare predictions with references, per case, target and number
+of inputs, and write the paper's tables.
+
+Protocol (stated in the report): reference normalised with the scheme recorded in
+each prediction's weights JSON; metrics on [-1, 1] with data range 2, over the
+reference's brain bounding box ("box", close to the paper's fixed crop) and inside
+the brain mask ("brain"); SSIM as scikit-image's default 7-wide uniform window,
+2D per axial slice averaged; LPIPS per slice summed (the paper's Table 1).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from tsfnet.atomic import read_json, write_atomic
+from tsfnet.data.dataset import RawCase, load_case
+from tsfnet.data.volume_io import read_volume
+from tsfnet.errors import InputError, TsfnetError
+from tsfnet.evaluation.lpips_metric import UNAVAILABLE, build_lpips
+from tsfnet.evaluation.metrics import psnr, ssim
+from tsfnet.evaluation.tables import summary_markdown
+from tsfnet.inference.cases import find_input_cases
+from tsfnet.planning.fingerprint import brain_bbox
+from tsfnet.preprocessing.normalization import normalize
+from tsfnet.progress import track
+
+TSEM_PERCENTILE = 99.0
+
+
+def find_predictions(pred_dir: Path) -> list[tuple[Path, dict]]:
+    found = []
+    for path in sorted(Path(pred_dir).rglob("*_weights.json")):
+        data = read_json(path)
+        if isinstance(data, dict) and {"case", "target", "synthesis"} <= set(data):
+            found.append((path, data))
+    if not found:
+        raise InputError(pred_dir, "no predictions found (expected *_weights.json from tsfnet predict)")
+    return found
+
+
+def evaluate_one(meta_path: Path, meta: dict, pred_dir: Path, reference, channel_names, lpips) -> dict:
+    if meta.get("intensity", "normalized") != "normalized":
+        raise InputError(
+            meta_path, "evaluate needs predictions in normalised units (predict without --intensity)"
+        )
+    target = channel_names.index(meta["target"])
+    if target not in reference.files:
+        raise InputError(meta_path, f"reference case has no {meta['target']} to compare with")
+    volumes = load_case(RawCase(reference.case_id, reference.files))
+    brain = volumes.brain_mask
+    ref, _ = normalize(volumes.images[target], brain, meta["normalization"])
+    pred, geometry = read_volume(pred_dir / meta["synthesis"])
+    if geometry.shape != volumes.geometry.shape:
+        raise InputError(pred_dir / meta["synthesis"], f"shape {geometry.shape} differs from reference")
+    box = tuple(slice(lo, hi) for lo, hi in brain_bbox(brain))
+    sources = meta["sources"]
+    row = {
+        "case": meta["case"],
+        "target": meta["target"],
+        "n_inputs": len(sources),
+        "sources": "+".join(sources),
+        "fusion": meta.get("fusion", ""),
+        "psnr": psnr(pred[box], ref[box]),
+        "ssim": ssim(pred[box], ref[box]),
+        "psnr_brain": psnr(pred, ref, brain),
+        "ssim_brain": ssim(pred, ref, brain),
+        "lpips": lpips(pred[box], ref[box]) if lpips is not None else float("nan"),
+    }
+    if isinstance(sources, dict):
+        row.update({f"w_{k}": v for k, v in sources.items()})
+    tsem_path = meta_path.with_name(meta_path.name.replace("_weights.json", "_tsem.nii.gz"))
+    if tsem_path.is_file():
+        tsem, _ = read_volume(tsem_path)
+        threshold = np.percentile(tsem[brain], TSEM_PERCENTILE)
+        high = brain & (tsem > threshold)
+        row["psnr_tsem_high"] = psnr(pred, ref, high) if high.any() else float("nan")
+        row["psnr_tsem_low"] = psnr(pred, ref, brain & ~high)
+    return row
+
+
+def evaluate(
+    pred_dir: Path,
+    reference_dir: Path,
+    report_dir: Path | None = None,
+    lpips_weights: Path | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], Path]:
+    pred_dir = Path(pred_dir)
+    report_dir = Path(report_dir) if report_dir else pred_dir / "evaluation"
+    predictions = find_predictions(pred_dir)
+    channel_names = predictions[0][1].get("channel_names")
+    if not isinstance(channel_names, list):
+        raise InputError(predictions[0][0], "missing 'channel_names' (written by tsfnet predict)")
+    references = {c.case_id: c for c in find_input_cases(reference_dir, len(channel_names))}
+    lpips = build_lpips(lpips_weights)
+    rows, failures = [], []
+    for meta_path, meta in track(predictions, "evaluating", enabled=progress):
+        reference = references.get(meta["case"])
+        if reference is None:
+            failures.append(f"{meta_path}: no reference case '{meta['case']}' in {reference_dir}")
+            continue
+        try:
+            rows.append(evaluate_one(meta_path, meta, pred_dir, reference, channel_names, lpips))
+        except TsfnetError as exc:
+            failures.append(str(exc))
+    if not rows:
+        raise TsfnetError("nothing could be evaluated: " + "; ".join(failures[:3]))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(report_dir / "metrics.csv", rows)
+    notes = [] if lpips is not None else [UNAVAILABLE]
+    notes += [f"failed: {f}" for f in failures]
+    text = summary_markdown(rows, notes)
+    write_atomic(report_dir / "summary.md", lambda tmp: tmp.write_text(text), overwrite=True)
+    return rows, report_dir
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomic(path, write, overwrite=True)

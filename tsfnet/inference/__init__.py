@@ -1,0 +1,1 @@
+"""Prediction: any-subset synthesis on raw cases, NIfTI out, explanations."""

@@ -1,0 +1,190 @@
+"""`tsfnet predict`: synthesise every missing (or requested) sequence of every case.
+
+Per case and target it writes the synthesis in the input's geometry, the TSEM,
+a weights JSON and optionally a PNG preview. The synthesis is written last, so a
+case whose synthesis exists is complete; a killed run leaves no partial file
+(atomic writes) and a rerun skips what is done.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tsfnet.atomic import write_json
+from tsfnet.data.dataset import RawCase, load_case
+from tsfnet.data.volume_io import write_volume
+from tsfnet.errors import InputError, TsfnetError
+from tsfnet.inference.cases import InputCase, find_input_cases
+from tsfnet.inference.engine import predict_task
+from tsfnet.inference.model_folder import TrainedModel
+from tsfnet.plotting import mid_axial, save_montage
+from tsfnet.preprocessing.normalization import BACKGROUND, denormalize
+from tsfnet.preprocessing.pipeline import PreprocessedCase, preprocess_volumes, restore_geometry
+from tsfnet.progress import track
+
+log = logging.getLogger("tsfnet")
+
+
+@dataclass
+class PredictReport:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CaseTargetResult:
+    synthesis: np.ndarray  # raw grid
+    tsem: np.ndarray | None
+    weights: dict[str, float]
+    sources: list[str]
+
+
+def parse_targets(targets: str, channel_names: list[str]) -> list[int] | None:
+    """'all' (None: every missing sequence) or a comma list of sequence names."""
+    if targets.strip().lower() in ("all", "missing", ""):
+        return None
+    lookup = {name.lower(): i for i, name in enumerate(channel_names)}
+    chosen = []
+    for name in targets.split(","):
+        if name.strip().lower() not in lookup:
+            raise TsfnetError(f"unknown target '{name.strip()}'; the model knows {', '.join(channel_names)}")
+        chosen.append(lookup[name.strip().lower()])
+    return chosen
+
+
+def output_names(case: InputCase, target_name: str, target: int) -> dict[str, str]:
+    if case.layout is not None:  # the challenge's own name, so results can be submitted as they are
+        main = f"{case.case_id}{case.layout.separator}{case.layout.channel_suffixes[target]}.nii.gz"
+        base = f"explanations/{case.case_id}_{target_name}"
+    else:
+        main = f"{case.case_id}_{target_name}.nii.gz"
+        base = f"{case.case_id}_{target_name}"
+    return {
+        "synthesis": main,
+        "tsem": f"{base}_tsem.nii.gz",
+        "weights": f"{base}_weights.json",
+        "preview": f"{base}_preview.png",
+    }
+
+
+def synthesise(
+    trained: TrainedModel, pre: PreprocessedCase, target: int, batch_size: int
+) -> CaseTargetResult:
+    names = trained.channel_names
+    sources = tuple(names.index(n) for n in pre.properties["available"] if names.index(n) != target)
+    if not sources:
+        raise InputError(pre.case_id, f"no available sequence to synthesise {names[target]} from")
+    images = {names.index(n): v for n, v in pre.images.items()}
+    prediction = predict_task(
+        trained.model,
+        images,
+        sources,
+        target,
+        trained.device,
+        trained.context,
+        batch_size,
+        trained.patch_size,
+    )
+    props = pre.properties
+    brain = restore_geometry(pre.mask.astype(np.uint8), props, 0, nearest=True) > 0
+    synthesis = np.where(brain, restore_geometry(prediction.synthesis, props, BACKGROUND), BACKGROUND)
+    tsem = None
+    if prediction.tsem is not None:
+        tsem = np.where(brain, restore_geometry(prediction.tsem, props, 0.0), 0.0).astype(np.float32)
+    weights = {} if prediction.weights is None else {names[s]: float(prediction.weights[s]) for s in sources}
+    return CaseTargetResult(synthesis.astype(np.float32), tsem, weights, [names[s] for s in sources])
+
+
+def predict_case(
+    trained: TrainedModel,
+    case: InputCase,
+    output: Path,
+    targets: list[int] | None,
+    overwrite: bool,
+    preview: bool,
+    batch_size: int,
+    intensity: str,
+    report: PredictReport,
+) -> None:
+    names = trained.channel_names
+    volumes = load_case(RawCase(case.case_id, case.files))
+    pre = preprocess_volumes(volumes, trained.plans)
+    wanted = targets if targets is not None else [i for i in range(len(names)) if i not in case.files]
+    if not wanted:
+        report.skipped.append(f"{case.case_id}: all sequences present (use --targets to resynthesise one)")
+        return
+    for target in wanted:
+        files = {k: output / v for k, v in output_names(case, names[target], target).items()}
+        if files["synthesis"].exists() and not overwrite:
+            report.skipped.append(f"{files['synthesis']}: exists (use --overwrite)")
+            continue
+        result = synthesise(trained, pre, target, batch_size)
+        image = result.synthesis
+        if intensity == "reference":
+            lo, hi = trained.plans["intensity_reference"][names[target]]
+            image = np.where(image > BACKGROUND, denormalize(image, lo, hi), 0.0)
+        if result.tsem is not None:
+            write_volume(files["tsem"], result.tsem, volumes.geometry, overwrite=True)
+        write_json(
+            files["weights"],
+            {
+                "case": case.case_id,
+                "target": names[target],
+                "sources": result.weights or result.sources,
+                "task_code": [int(names[i] in result.sources) for i in range(len(names))]
+                + [int(i == target) for i in range(len(names))],
+                "channel_names": names,
+                "fusion": trained.settings["fusion"],
+                "intensity": intensity,
+                "normalization": trained.plans["normalization"],
+                "synthesis": files["synthesis"].name,
+            },
+        )
+        if preview:
+            write_preview(files["preview"], volumes, names, names[target], result)
+        write_volume(files["synthesis"], image, volumes.geometry, overwrite=True)
+        report.written.append(files["synthesis"])
+
+
+def write_preview(path: Path, volumes, names: list[str], target_name: str, result: CaseTargetResult) -> None:
+    mask = volumes.brain_mask
+    z = int(np.flatnonzero(mask.any(axis=(0, 1))).mean()) if mask.any() else None
+    panels = [(names[i], mid_axial(v, z)) for i, v in sorted(volumes.images.items())]
+    panels.append((f"{target_name} (synthesis)", mid_axial(result.synthesis, z)))
+    overlay = None
+    if result.tsem is not None:
+        panels.append(("TSEM", mid_axial(result.synthesis, z)))
+        overlay = {len(panels) - 1: mid_axial(result.tsem, z)}
+    save_montage(path, panels, overlay=overlay)
+
+
+def predict_folder(
+    trained: TrainedModel,
+    input_dir: Path,
+    output: Path,
+    targets: str = "all",
+    overwrite: bool = False,
+    preview: bool = False,
+    batch_size: int = 16,
+    intensity: str = "normalized",
+    progress: bool = True,
+) -> PredictReport:
+    if intensity not in ("normalized", "reference"):
+        raise TsfnetError(f"unknown --intensity '{intensity}'; use normalized or reference")
+    chosen = parse_targets(targets, trained.channel_names)
+    cases = find_input_cases(input_dir, len(trained.channel_names))
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    report = PredictReport()
+    for case in track(cases, "predicting", enabled=progress):
+        try:
+            predict_case(trained, case, output, chosen, overwrite, preview, batch_size, intensity, report)
+        except TsfnetError as exc:
+            report.failed[case.case_id] = str(exc)
+            log.error("%s: skipped: %s", case.case_id, exc)
+    return report

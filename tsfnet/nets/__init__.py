@@ -1,0 +1,1 @@
+"""Building blocks: HyperConv, the Seq2Seq encoder and decoder, HyperConv-CBAM."""

@@ -1,0 +1,95 @@
+"""HyperConv and HyperLinear: layers whose weights are generated from a condition.
+
+weight = P · φ(s), with a learned basis P (one column per basis vector) and
+φ = Linear(s -> 4b) -> Linear(4b -> b); the bias likewise. Each sample of a batch
+gets its own kernel, applied in one grouped convolution, so one network serves
+every task without a Python loop over the batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONV = {2: F.conv2d, 3: F.conv3d}
+
+
+class WeightGenerator(nn.Module):
+    """Maps a condition vector to `numel` weights through a rank-`basis` factorisation."""
+
+    def __init__(self, cond_dim: int, numel: int, basis: int, std: float) -> None:
+        super().__init__()
+        self.mapper = nn.Sequential(nn.Linear(cond_dim, 4 * basis), nn.Linear(4 * basis, basis))
+        self.basis = nn.Parameter(torch.empty(numel, basis))
+        # Unit-scale basis coefficients for unit-scale conditions, then weights of std `std`.
+        nn.init.normal_(self.mapper[0].weight, std=1.0 / math.sqrt(cond_dim))
+        nn.init.normal_(self.mapper[1].weight, std=1.0 / math.sqrt(4 * basis))
+        nn.init.zeros_(self.mapper[0].bias)
+        nn.init.zeros_(self.mapper[1].bias)
+        nn.init.normal_(self.basis, std=std / math.sqrt(basis))
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.mapper(cond) @ self.basis.t()
+
+
+class HyperConv(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        cond_dim: int,
+        dims: int = 2,
+        stride: int = 1,
+        basis: int = 16,
+        padding_mode: str = "reflect",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_shape = (kernel_size,) * dims
+        self.dims, self.stride, self.padding_mode = dims, stride, padding_mode
+        fan_in = in_channels * kernel_size**dims
+        self.weight = WeightGenerator(cond_dim, out_channels * fan_in, basis, math.sqrt(2.0 / fan_in))
+        self.bias = WeightGenerator(cond_dim, out_channels, basis, 0.0) if bias else None
+
+    def kernels(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-sample kernel (B, out, in, *k) and bias (B, out)."""
+        batch = cond.shape[0]
+        weight = self.weight(cond).view(batch, self.out_channels, self.in_channels, *self.kernel_shape)
+        bias = self.bias(cond) if self.bias is not None else None
+        return weight, bias
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        weight, bias = self.kernels(cond)
+        pad = self.kernel_shape[0] // 2
+        if pad:
+            mode = self.padding_mode if min(x.shape[2:]) > pad else "replicate"
+            x = F.pad(x, (pad,) * (2 * self.dims), mode=mode if mode != "zeros" else "constant")
+        grouped = x.reshape(1, batch * self.in_channels, *x.shape[2:])
+        out = CONV[self.dims](
+            grouped,
+            weight.reshape(batch * self.out_channels, self.in_channels, *self.kernel_shape),
+            None if bias is None else bias.reshape(-1),
+            stride=self.stride,
+            groups=batch,
+        )
+        return out.view(batch, self.out_channels, *out.shape[2:])
+
+
+class HyperLinear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, cond_dim: int, basis: int = 16) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = WeightGenerator(
+            cond_dim, out_features * in_features, basis, math.sqrt(2.0 / in_features)
+        )
+        self.bias = WeightGenerator(cond_dim, out_features, basis, 0.0)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        weight = self.weight(cond).view(-1, self.out_features, self.in_features)
+        return torch.einsum("boi,bi->bo", weight, x) + self.bias(cond)

@@ -1,0 +1,61 @@
+"""Seq2Seq's shared encoder E and target-conditioned decoder G (Han et al. 2023)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tsfnet.nets.blocks import ConvNormAct, HyperConvNormAct, HyperResidualBlock, ResidualBlock
+from tsfnet.nets.hyper import HyperConv
+
+
+class Encoder(nn.Module):
+    """Plain convolutions, shared by every sequence: image (B, Cin, *S) -> features."""
+
+    def __init__(self, in_channels: int, network: dict, dims: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for width, kernel, stride in zip(
+            network["encoder_widths"], network["encoder_kernels"], network["strides"], strict=True
+        ):
+            layers.append(ConvNormAct(dims, previous, width, kernel, stride))
+            previous = width
+        layers += [ResidualBlock(dims, previous) for _ in range(network["residual_blocks"])]
+        self.layers = nn.Sequential(*layers)
+        self.out_channels = previous
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class HyperDecoder(nn.Module):
+    """Every layer a HyperConv conditioned on `cond`, mirroring the encoder; tanh output."""
+
+    def __init__(self, network: dict, cond_dim: int, out_channels: int = 1, dims: int = 2) -> None:
+        super().__init__()
+        widths, kernels, strides = network["encoder_widths"], network["encoder_kernels"], network["strides"]
+        basis = network["hyper_basis"]
+        self.residual = nn.ModuleList(
+            HyperResidualBlock(dims, widths[-1], cond_dim, basis) for _ in range(network["residual_blocks"])
+        )
+        self.upsample = nn.ModuleList()
+        self.up_convs = nn.ModuleList()
+        for level in range(len(widths) - 1, 0, -1):
+            mode = "bilinear" if dims == 2 else "trilinear"
+            self.upsample.append(
+                nn.Upsample(scale_factor=strides[level], mode=mode, align_corners=False)
+                if strides[level] > 1
+                else nn.Identity()
+            )
+            self.up_convs.append(
+                HyperConvNormAct(dims, widths[level], widths[level - 1], kernels[level], cond_dim, basis)
+            )
+        self.output = HyperConv(widths[0], out_channels, kernels[0], cond_dim, dims, basis=basis)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        for block in self.residual:
+            x = block(x, cond)
+        for upsample, layer in zip(self.upsample, self.up_convs, strict=True):
+            x = layer(upsample(x), cond)
+        return torch.tanh(self.output(x, cond))

@@ -1,0 +1,1 @@
+"""Dataset fingerprint -> plans (crop, normalisation, configurations, network)."""

@@ -1,0 +1,108 @@
+"""Derive plans from a fingerprint (DESIGN §4). Registered, so users can add their own."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tsfnet.planning.memory import estimate_gb
+from tsfnet.planning.plans import SCHEMA_VERSION, total_stride, validate_plans
+from tsfnet.registry import register
+
+MAX_BATCH = 64
+
+
+def round_up(value: float, multiple: int) -> int:
+    return int(math.ceil(value / multiple) * multiple)
+
+
+def crop_size(fingerprint: dict, target_spacing: list[float], stride: int) -> list[int]:
+    """Smallest box (in target voxels) holding every case's brain, a multiple of `stride`."""
+    extents = []
+    for case in fingerprint["cases"]:
+        sizes = [hi - lo for lo, hi in case["bbox"]]
+        extents.append([s * sp / t for s, sp, t in zip(sizes, case["spacing"], target_spacing, strict=True)])
+    largest = np.max(np.asarray(extents), axis=0)
+    return [round_up(float(v) - 1e-6, stride) for v in largest]
+
+
+def network_for(size: list[int]) -> dict:
+    """The paper's network for full-size images; narrower and shallower for tiny ones."""
+    smallest = min(size[:2])
+    base, blocks = (64, 6) if smallest >= 128 else (32, 4) if smallest >= 64 else (16, 2)
+    return {
+        "encoder_widths": [base, 2 * base, 4 * base],
+        "encoder_kernels": [7, 3, 3],
+        "strides": [1, 2, 2],
+        "residual_blocks": blocks,
+        "code_embedding": 64,
+        "hyper_basis": 16,
+    }
+
+
+def largest_batch(patch: list[int], network: dict, budget_gb: float) -> int:
+    batch = 1
+    while batch < MAX_BATCH and estimate_gb(patch, batch * 2, network) <= budget_gb:
+        batch *= 2
+    return batch
+
+
+def patch_3d(crop: list[int], network: dict, budget_gb: float, stride: int) -> list[int]:
+    """Shrink the largest axis of the crop until a batch of 2 fits the budget."""
+    patch = list(crop)
+    while estimate_gb(patch, 2, network) > budget_gb and max(patch) > stride:
+        patch[int(np.argmax(patch))] -= stride
+    return patch
+
+
+def default_training() -> dict:
+    return {
+        "seed": 0,
+        "val_every": 250,
+        "num_workers": 2,
+        "augment": True,
+        "loss": {"reconstruction": "l1", "rec_weight": 10.0, "perceptual_weight": 0.01},
+        "pretrain": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
+        "finetune": {"steps": 10000, "lr": 1e-4, "schedule": "poly"},
+    }
+
+
+@register("planner", "default")
+def plan_dataset(fingerprint: dict, gpu_memory_gb: float = 8.0) -> dict:
+    target_spacing = [float(v) for v in fingerprint["median_spacing"]]
+    probe = network_for([256, 256, 256])
+    stride = int(np.prod(probe["strides"]))
+    crop = crop_size(fingerprint, target_spacing, stride)
+    network = network_for(crop)
+    patch_2d = crop[:2]
+    plans = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": fingerprint["dataset"],
+        "planner": "default",
+        "channel_names": list(fingerprint["channel_names"]),
+        "labels": dict(fingerprint.get("labels", {})),
+        "target_spacing": target_spacing,
+        "crop_size": crop,
+        "normalization": {"scheme": "percentile", "lower": 0.5, "upper": 99.5},
+        "intensity_reference": {
+            name: [stats["p0_5"], stats["p99_5"]] for name, stats in fingerprint["channels"].items()
+        },
+        "network": network,
+        "fusion": {"default": "tsf"},
+        "configurations": {
+            "2d": {
+                "patch_size": patch_2d,
+                "batch_size": largest_batch(patch_2d, network, gpu_memory_gb),
+                "context_slices": 1,
+            },
+            "3d": {
+                "patch_size": patch_3d(crop, network, gpu_memory_gb, stride),
+                "batch_size": 2,
+            },
+        },
+        "training": default_training(),
+        "gpu_memory_gb": gpu_memory_gb,
+    }
+    assert total_stride(plans) == stride
+    return validate_plans(plans)

@@ -1,0 +1,110 @@
+"""One registry for every plugin kind.
+
+Built-ins register with the `register` decorator; third-party packages declare an
+entry point in the group ``tsfnet.<kind>`` (e.g. ``tsfnet.fusion``) pointing at the
+object to register. Entry points are loaded lazily, the first time a kind is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from tsfnet.errors import TsfnetError
+
+KINDS = ("fusion", "head", "normalization", "planner", "loss", "trainer")
+
+# Modules whose import registers the built-in plugins.
+_BUILTIN_MODULES = (
+    "tsfnet.fusion",
+    "tsfnet.heads",
+    "tsfnet.preprocessing.normalization",
+    "tsfnet.planning.planner",
+    "tsfnet.training.losses",
+    "tsfnet.training.stages",
+)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Plugin:
+    kind: str
+    name: str
+    obj: Any
+    provider: str
+
+
+class UnknownPluginError(TsfnetError):
+    pass
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._plugins: dict[str, dict[str, Plugin]] = {kind: {} for kind in KINDS}
+        self._loaded = False
+
+    def register(self, kind: str, name: str, provider: str = "tsfnet") -> Callable[[T], T]:
+        """Decorator: `@registry.register("fusion", "tsf")`."""
+        self._check_kind(kind)
+
+        def decorator(obj: T) -> T:
+            self.add(kind, name, obj, provider)
+            return obj
+
+        return decorator
+
+    def add(self, kind: str, name: str, obj: Any, provider: str) -> None:
+        self._check_kind(kind)
+        existing = self._plugins[kind].get(name)
+        if existing is not None and existing.obj is not obj:
+            raise TsfnetError(
+                f"{kind} plugin '{name}' from {provider} clashes with the one from {existing.provider}"
+            )
+        self._plugins[kind][name] = Plugin(kind, name, obj, provider)
+
+    def get(self, kind: str, name: str) -> Any:
+        self._check_kind(kind)
+        self.load()
+        plugin = self._plugins[kind].get(name)
+        if plugin is None:
+            known = ", ".join(sorted(self._plugins[kind])) or "none"
+            raise UnknownPluginError(f"unknown {kind} '{name}'; known: {known}")
+        return plugin.obj
+
+    def names(self, kind: str) -> list[str]:
+        self._check_kind(kind)
+        self.load()
+        return sorted(self._plugins[kind])
+
+    def plugins(self) -> list[Plugin]:
+        self.load()
+        return [p for kind in KINDS for _, p in sorted(self._plugins[kind].items())]
+
+    def load(self) -> None:
+        """Import the built-ins and every installed entry point, once."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in _BUILTIN_MODULES:
+            importlib.import_module(module)
+        for kind in KINDS:
+            for ep in entry_points(group=f"tsfnet.{kind}"):
+                provider = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
+                try:
+                    obj = ep.load()
+                except Exception as exc:  # a broken third-party plugin must not break tsfnet
+                    raise TsfnetError(f"entry point {ep.name} ({provider}) failed to load: {exc}") from exc
+                self.add(kind, ep.name, obj, provider)
+
+    @staticmethod
+    def _check_kind(kind: str) -> None:
+        if kind not in KINDS:
+            raise TsfnetError(f"unknown plugin kind '{kind}'; known: {', '.join(KINDS)}")
+
+
+registry = Registry()
+register = registry.register

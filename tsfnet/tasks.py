@@ -1,0 +1,45 @@
+"""Tasks: (source set, target) pairs and their 2N-bit codes [c_src, c_tgt]."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+
+def task_code(source_mask: torch.Tensor, target: torch.Tensor, n_sequences: int) -> torch.Tensor:
+    """(B, N) source bits and (B,) target indices -> (B, 2N) float code."""
+    target_bits = torch.nn.functional.one_hot(target.long(), n_sequences).to(source_mask.dtype)
+    return torch.cat([source_mask, target_bits], dim=1)
+
+
+def source_subsets(available: list[int]) -> list[tuple[int, ...]]:
+    """Every non-empty subset of `available`, smallest first."""
+    return [s for r in range(1, len(available) + 1) for s in itertools.combinations(sorted(available), r)]
+
+
+def all_tasks(available: list[int]) -> list[tuple[tuple[int, ...], int]]:
+    """Every (non-empty source subset, target outside it) within `available`."""
+    return [
+        (sources, t)
+        for t in sorted(available)
+        for sources in source_subsets([a for a in available if a != t])
+    ]
+
+
+def sample_one_to_one(rng: np.random.Generator, available: list[int]) -> tuple[tuple[int, ...], int]:
+    """Stage 1: one random source and one random target; identity allowed."""
+    return (int(rng.choice(available)),), int(rng.choice(available))
+
+
+def sample_many_to_one(rng: np.random.Generator, available: list[int]) -> tuple[tuple[int, ...], int]:
+    """Stage 2: a random target among those present, a random non-empty subset of the rest."""
+    if len(available) < 2:
+        return sample_one_to_one(rng, available)
+    target = int(rng.choice(available))
+    rest = [a for a in available if a != target]
+    while True:
+        keep = rng.uniform(size=len(rest)) < 0.5
+        if keep.any():
+            return tuple(int(r) for r, k in zip(rest, keep, strict=True) if k), target

@@ -1,0 +1,1 @@
+"""Training: data sampling, losses, stages, checkpoints and the one runner."""

@@ -1,0 +1,217 @@
+"""Training batches from the preprocessed store, through batchgenerators.
+
+Each sample draws its own task from the channels its case actually has. Spatial
+augmentations (rotation, scaling, mirroring) and a gamma change are applied to all
+sequences of a sample alike, so the source -> target mapping stays consistent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.data_loader import SlimDataLoaderBase
+from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
+from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform_2
+
+from tsfnet.preprocessing.pipeline import load_preprocessed
+from tsfnet.tasks import sample_many_to_one, sample_one_to_one
+from tsfnet.training.batch import Batch
+
+BRAIN_SLICE_PROBABILITY = 0.9
+
+
+class CaseStore:
+    """Preprocessed cases as memory-mapped .npy arrays, unpacked once from the .npz files."""
+
+    def __init__(self, store: Path, case_ids: list[str], channel_names: list[str]) -> None:
+        self.store, self.case_ids, self.channel_names = Path(store), list(case_ids), list(channel_names)
+        self.unpacked = self.store / "unpacked"
+        self.available = {c: self._unpack(c) for c in self.case_ids}
+
+    def _unpack(self, case_id: str) -> list[int]:
+        marker = self.unpacked / f"{case_id}.done"
+        if not marker.is_file():
+            self.unpacked.mkdir(parents=True, exist_ok=True)
+            case = load_preprocessed(self.store, case_id)
+            arrays = {**{f"image_{k}": v for k, v in case.images.items()}, "mask": case.mask.astype(np.uint8)}
+            if case.label is not None:
+                arrays["label"] = case.label
+            for key, array in arrays.items():
+                tmp = self.unpacked / f".{case_id}__{key}.{os.getpid()}.npy"
+                np.save(tmp, np.ascontiguousarray(array))
+                os.replace(tmp, self.unpacked / f"{case_id}__{key}.npy")
+            marker.write_text(",".join(case.images))
+        names = [n for n in marker.read_text().split(",") if n]
+        return sorted(self.channel_names.index(n) for n in names)
+
+    def array(self, case_id: str, key: str) -> np.ndarray | None:
+        path = self.unpacked / f"{case_id}__{key}.npy"
+        return np.load(path, mmap_mode="r") if path.is_file() else None
+
+    def image(self, case_id: str, channel: int) -> np.ndarray | None:
+        return self.array(case_id, f"image_{self.channel_names[channel]}")
+
+
+class TaskBatchLoader(SlimDataLoaderBase):
+    """Random (case, slice or patch, task) samples; context slices become channels (2.5D)."""
+
+    def __init__(
+        self,
+        store: CaseStore,
+        patch_size: list[int],
+        batch_size: int,
+        many_to_one: bool,
+        seed: int,
+        context_slices: int = 1,
+        needs_labels: bool = False,
+    ) -> None:
+        super().__init__(store.case_ids, batch_size, None)
+        self.store, self.patch_size, self.many_to_one = store, list(patch_size), many_to_one
+        self.context, self.needs_labels, self.seed = context_slices, needs_labels, seed
+        self.rng: np.random.Generator | None = None
+        self.usable = [c for c in store.case_ids if len(store.available[c]) >= (2 if many_to_one else 1)]
+        if not self.usable:
+            self.usable = list(store.case_ids)
+        self.brain_slices = {c: self._brain_slices(c) for c in self.usable}
+
+    def _brain_slices(self, case_id: str) -> np.ndarray:
+        mask = self.store.array(case_id, "mask")
+        return np.flatnonzero(np.asarray(mask).any(axis=(0, 1)))
+
+    def generate_train_batch(self) -> dict:
+        if self.rng is None:  # one stream per worker
+            self.rng = np.random.default_rng([self.seed, getattr(self, "thread_id", 0)])
+        samples = [self._sample(self.rng) for _ in range(self.batch_size)]
+        return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+
+    def _sample(self, rng: np.random.Generator) -> dict:
+        case_id = self.usable[rng.integers(len(self.usable))]
+        available = self.store.available[case_id]
+        sources, target = (sample_many_to_one if self.many_to_one else sample_one_to_one)(rng, available)
+        mask = self.store.array(case_id, "mask")
+        window = self._window(rng, case_id, mask.shape)
+        n = len(self.store.channel_names)
+        data = []
+        for channel in range(n):
+            image = self.store.image(case_id, channel)
+            data.append(self._crop(image, window) if image is not None else self._blank(window))
+        label = self.store.array(case_id, "label")
+        seg = [
+            self._crop(mask, window),
+            self._crop(label, window) if label is not None else self._blank(window, 0),
+        ]
+        source_mask = np.zeros(n, dtype=np.float32)
+        source_mask[list(sources)] = 1
+        return {
+            "data": np.concatenate(data).astype(np.float32),
+            "seg": np.concatenate(seg).astype(np.float32),
+            "source_mask": source_mask,
+            "target": np.int64(target),
+        }
+
+    def _window(self, rng: np.random.Generator, case_id: str, shape: tuple[int, ...]) -> tuple[slice, ...]:
+        if len(self.patch_size) == 2:  # a slice (plus context) through the full in-plane crop
+            brain = self.brain_slices[case_id]
+            use_brain = len(brain) and rng.uniform() < BRAIN_SLICE_PROBABILITY
+            z = int(rng.choice(brain)) if use_brain else int(rng.integers(shape[2]))
+            return (
+                slice(0, shape[0]),
+                slice(0, shape[1]),
+                slice(z - self.context // 2, z + self.context // 2 + 1),
+            )
+        starts = [
+            int(rng.integers(0, max(1, s - p) + 1)) for s, p in zip(shape, self.patch_size, strict=True)
+        ]
+        return tuple(slice(st, st + p) for st, p in zip(starts, self.patch_size, strict=True))
+
+    def _crop(self, volume: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
+        """(1 or context, *patch), clamping context slices at the volume's ends."""
+        if len(self.patch_size) == 2:
+            z = np.clip(np.arange(window[2].start, window[2].stop), 0, volume.shape[2] - 1)
+            return np.moveaxis(np.asarray(volume[window[0], window[1]][..., z]), -1, 0)
+        patch = np.asarray(volume[window])
+        if patch.shape != tuple(self.patch_size):  # crop smaller than patch: pad with background
+            padded = np.full(self.patch_size, volume.flat[0] if volume.dtype.kind == "f" else 0, patch.dtype)
+            padded[tuple(slice(0, s) for s in patch.shape)] = patch
+            patch = padded
+        return patch[None]
+
+    def _blank(self, window: tuple[slice, ...], fill: float = -1.0) -> np.ndarray:
+        count = self.context if len(self.patch_size) == 2 else 1
+        return np.full((count, *self.patch_size), fill, dtype=np.float32)
+
+
+class SharedGamma(AbstractTransform):
+    """x -> ((x+1)/2)^γ * 2 - 1 with one γ per sample for all channels (keeps [-1, 1], background -1)."""
+
+    def __init__(self, gamma_range: tuple[float, float] = (0.8, 1.25), probability: float = 0.3) -> None:
+        self.gamma_range, self.probability = gamma_range, probability
+
+    def __call__(self, **data: np.ndarray) -> dict:
+        images = data["data"]
+        for b in range(images.shape[0]):
+            if np.random.uniform() < self.probability:
+                gamma = np.exp(np.random.uniform(*np.log(self.gamma_range)))
+                images[b] = np.power(np.clip((images[b] + 1) / 2, 0, 1), gamma) * 2 - 1
+        return data
+
+
+def augmentations(patch_size: list[int]) -> Compose:
+    dims = len(patch_size)
+    angle = (-np.pi / 12, np.pi / 12)
+    spatial = SpatialTransform_2(
+        patch_size,
+        patch_center_dist_from_border=None,
+        do_elastic_deform=False,
+        do_rotation=True,
+        angle_x=angle if dims == 3 else (0, 0),
+        angle_y=angle if dims == 3 else (0, 0),
+        angle_z=angle,
+        do_scale=True,
+        scale=(0.9, 1.1),
+        border_mode_data="constant",
+        border_cval_data=-1,
+        order_data=1,
+        border_mode_seg="constant",
+        border_cval_seg=0,
+        order_seg=0,
+        random_crop=False,
+        p_rot_per_sample=0.3,
+        p_scale_per_sample=0.3,
+    )
+    return Compose([spatial, MirrorTransform(axes=tuple(range(dims))), SharedGamma()])
+
+
+class NoTransform(AbstractTransform):
+    def __call__(self, **data: np.ndarray) -> dict:
+        return data
+
+
+def batch_iterator(loader: TaskBatchLoader, augment: bool, workers: int, seed: int):
+    transform = augmentations(loader.patch_size) if augment else NoTransform()
+    if workers <= 0:
+        np.random.seed(seed)
+        return SingleThreadedAugmenter(loader, transform)
+    return MultiThreadedAugmenter(loader, transform, workers, seeds=[seed + i for i in range(workers)])
+
+
+def to_batch(raw: dict, n_sequences: int, context: int) -> Batch:
+    data = torch.from_numpy(np.ascontiguousarray(raw["data"]))
+    spatial = data.shape[2:]
+    images = data.view(data.shape[0], n_sequences, context, *spatial)
+    target = torch.from_numpy(np.asarray(raw["target"])).long()
+    centre = images[torch.arange(len(target)), target, context // 2]
+    seg = torch.from_numpy(np.ascontiguousarray(raw["seg"]))
+    return Batch(
+        images=images,
+        source_mask=torch.from_numpy(np.asarray(raw["source_mask"])).float(),
+        target=target,
+        target_image=centre.unsqueeze(1).contiguous(),
+        brain_mask=seg[:, :1] > 0.5,
+        label=seg[:, 1].round().long(),
+    )

@@ -1,0 +1,366 @@
+"""The one runner every fusion and head trains through.
+
+It owns the device, bf16 autocast on CUDA, optional torch.compile, DDP under
+torchrun, the step loop with a progress bar, validation, logging, progress.png and
+atomic checkpoints. Stages (tsfnet.training.stages) say what is trained and how the
+loss is computed; options and plans say for how long and how fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from tsfnet.atomic import write_json
+from tsfnet.devices import autocast, resolve_device
+from tsfnet.errors import TsfnetError
+from tsfnet.model import FusionModel, input_channels
+from tsfnet.planning.plans import load_plans
+from tsfnet.preprocessing.pipeline import list_preprocessed
+from tsfnet.progress import make_progress
+from tsfnet.registry import registry
+from tsfnet.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from tsfnet.training.data import CaseStore, TaskBatchLoader, batch_iterator, to_batch
+from tsfnet.training.losses import SynthesisCriterion, build_perceptual
+from tsfnet.training.splits import fold_cases
+from tsfnet.training.stages import Stage
+from tsfnet.training.validation import validate
+
+log = logging.getLogger("tsfnet")
+STAGE_ORDER = {"synthesis": ("pretrain", "finetune"), "segmentation": ("segment",)}
+LOG_EVERY = 10
+
+
+@dataclass
+class TrainOptions:
+    store: Path
+    fusion: str = "tsf"
+    head: str = "synthesis"
+    config: str = "2d"
+    fold: int | str = 0
+    stage: str = "all"
+    steps: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    output: Path | None = None
+    device: str = "auto"
+    resume: bool = False
+    perceptual_weights: Path | None = None
+    num_workers: int | None = None
+    val_every: int | None = None
+    compile: bool = False
+    progress: bool = True
+    seed: int | None = None
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    model: FusionModel
+    history: list[dict] = field(default_factory=list)
+
+
+def model_dir_for(output: Path, fusion: str, config: str, fold: int | str) -> Path:
+    return Path(output) / f"{fusion}__{config}" / f"fold_{fold}"
+
+
+def stages_to_run(head: str, stage: str) -> list[str]:
+    order = STAGE_ORDER.get(head, ("segment",))
+    if stage == "all":
+        return list(order)
+    if stage not in order:
+        raise TsfnetError(
+            f"stage '{stage}' does not apply to head '{head}'; choose from all, {', '.join(order)}"
+        )
+    return [stage]
+
+
+class Distributed:
+    """torchrun sets WORLD_SIZE/RANK; without them this is a single process."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.enabled = self.world > 1
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        if not self.enabled:
+            return model
+        ids = [device.index or 0] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+class Trainer:
+    def __init__(self, options: TrainOptions) -> None:
+        self.options = options
+        store = Path(options.store)
+        self.plans = load_plans(store / "plans.json")
+        self.training = self.plans["training"]
+        self.seed = options.seed if options.seed is not None else int(self.training["seed"])
+        self.device = resolve_device(options.device)
+        if self.device.type == "cuda" and self.device.index is None and "LOCAL_RANK" in os.environ:
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        self.dist = Distributed(self.device)
+        torch.manual_seed(self.seed + self.dist.rank)
+        case_ids = list_preprocessed(store)
+        self.train_ids, self.val_ids = fold_cases(store, case_ids, options.fold)
+        self.cases = CaseStore(
+            store, sorted(set(self.train_ids) | set(self.val_ids)), self.plans["channel_names"]
+        )
+        output = (
+            Path(options.output) if options.output else store.parent.parent / "tsfnet_results" / store.name
+        )
+        self.model_dir = model_dir_for(output, options.fusion, options.config, options.fold)
+        self.model = FusionModel(self.plans, options.fusion, options.head, options.config).to(self.device)
+        self.history: list[dict] = []
+        self.configuration = self.plans["configurations"][options.config]
+        self.context = input_channels(self.plans, options.config)
+
+    # ---- files ---------------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        return self.model_dir / name
+
+    def write_model_folder(self) -> None:
+        if self.dist.is_main:
+            self.model_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.path("plans.json"), self.plans)
+            settings = {
+                "fusion": self.options.fusion,
+                "head": self.options.head,
+                "config": self.options.config,
+                "fold": self.options.fold,
+                "train_cases": self.train_ids,
+                "val_cases": self.val_ids,
+            }
+            write_json(self.path("model.json"), settings)
+
+    def checkpoint_state(self, stage: str, step: int, optimizer, scheduler, best: float, done: bool) -> dict:
+        return {
+            "fusion": self.options.fusion,
+            "head": self.options.head,
+            "config": self.options.config,
+            "stage": stage,
+            "step": step,
+            "stage_done": done,
+            "best": best,
+            "model": self.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+        }
+
+    def log_event(self, entry: dict) -> None:
+        self.history.append(entry)
+        if self.dist.is_main:
+            with self.path("training_log.jsonl").open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+    def trim_log(self, stage: str, step: int) -> None:
+        """After a resume, forget log lines written after the checkpoint we resumed from."""
+        path = self.path("training_log.jsonl")
+        if not path.is_file():
+            return
+        order = list(STAGE_ORDER.get(self.options.head, ("segment",)))
+        kept = []
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            later_stage = (
+                order.index(entry["stage"]) > order.index(stage) if entry["stage"] in order else False
+            )
+            if not (later_stage or (entry["stage"] == stage and entry["step"] > step)):
+                kept.append(entry)
+        self.history = kept
+        if self.dist.is_main:
+            path.write_text("".join(json.dumps(e) + "\n" for e in kept))
+
+    # ---- the loop -----------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        self.write_model_folder()
+        stages = stages_to_run(self.options.head, self.options.stage)
+        resume_state = None
+        if self.options.resume:
+            latest = self.path("checkpoint_latest.pt")
+            if not latest.is_file():
+                raise TsfnetError(f"{latest}: nothing to resume (no checkpoint yet); run without --resume")
+            resume_state = load_checkpoint(latest, self.options.fusion, self.options.head)
+            self.trim_log(resume_state["stage"], resume_state["step"])
+        elif self.path("checkpoint_latest.pt").is_file() and self.dist.is_main:
+            (self.model_dir / "training_log.jsonl").unlink(missing_ok=True)
+        for stage_name in stages:
+            if resume_state is not None and stages.index(stage_name) < self._stage_index(
+                stages, resume_state
+            ):
+                continue
+            state = resume_state if resume_state is not None and resume_state["stage"] == stage_name else None
+            if state is not None and state["stage_done"]:
+                self.model.load_state_dict(state["model"])
+                continue
+            self.run_stage(registry.get("trainer", stage_name)(), state)
+            resume_state = None
+        if self.dist.is_main:
+            from tsfnet.training.plots import plot_progress
+
+            plot_progress(self.history, self.path("progress.png"))
+        return TrainResult(self.model_dir, self.model, self.history)
+
+    @staticmethod
+    def _stage_index(stages: list[str], state: dict) -> int:
+        return stages.index(state["stage"]) if state["stage"] in stages else 0
+
+    def stage_settings(self, stage: Stage) -> tuple[int, float, str, int]:
+        section = self.training.get(stage.name, self.training["finetune"])
+        steps = self.options.steps if self.options.steps is not None else int(section["steps"])
+        lr = self.options.lr if self.options.lr is not None else float(section["lr"])
+        batch = self.options.batch_size or int(section.get("batch_size", self.configuration["batch_size"]))
+        return steps, lr, section.get("schedule", "constant"), batch
+
+    def criterion(self, stage: Stage) -> nn.Module:
+        loss = self.training["loss"]
+        reconstruction = loss.get(f"{stage.name}_reconstruction", loss["reconstruction"])
+        if not hasattr(self, "_perceptual"):
+            self._perceptual = build_perceptual(
+                self.options.perceptual_weights, float(loss["perceptual_weight"])
+            )
+            if self._perceptual is not None:
+                self._perceptual = self._perceptual.to(self.device)
+        return SynthesisCriterion(
+            reconstruction, float(loss["rec_weight"]), self._perceptual, float(loss["perceptual_weight"])
+        )
+
+    def run_stage(self, stage: Stage, state: dict | None) -> None:
+        steps, lr, schedule, batch_size = self.stage_settings(stage)
+        if state is None and stage.name == "finetune":
+            self.load_stage_start()
+        parameters = stage.prepare(self.model)
+        optimizer = torch.optim.Adam(parameters, lr=lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            (lambda s: max(0.0, 1 - s / max(steps, 1)) ** 0.9) if schedule == "poly" else (lambda s: 1.0),
+        )
+        start, best = 0, -float("inf")
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            restore_rng(state["rng"])
+            start, best = int(state["step"]), float(state["best"])
+        network = self.dist.wrap(self.model, self.device)
+        if self.options.compile:
+            network = torch.compile(network)
+        criterion = self.criterion(stage)
+        workers = (
+            self.options.num_workers if self.options.num_workers is not None else self.training["num_workers"]
+        )
+        loader = TaskBatchLoader(
+            self.cases,
+            self.configuration["patch_size"],
+            batch_size,
+            stage.many_to_one,
+            seed=self.seed * 1_000_003 + start * 101 + self.dist.rank,
+            context_slices=self.context,
+            needs_labels=stage.needs_labels,
+        )
+        loader.usable = [c for c in loader.usable if c in set(self.train_ids)] or loader.usable
+        batches = batch_iterator(loader, bool(self.training["augment"]), workers, self.seed + start)
+        val_every = self.options.val_every or int(self.training["val_every"])
+        self.model.train()
+        running, began = [], time.time()
+        with make_progress() as progress:
+            task = progress.add_task(
+                f"{stage.name}",
+                total=steps,
+                completed=start,
+                info="",
+                visible=(self.options.progress and self.dist.is_main),
+            )
+            for step in range(start + 1, steps + 1):
+                batch = to_batch(next(batches), self.model.n_sequences, self.context).to(self.device)
+                with autocast(self.device):
+                    loss = stage.loss(network, batch, criterion)
+                if not torch.isfinite(loss):
+                    raise TsfnetError(f"{stage.name} step {step}: loss is {loss.item()} (try a lower --lr)")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                running.append(float(loss.detach()))
+                if step % LOG_EVERY == 0 or step == steps:
+                    rate = (step - start) / max(time.time() - began, 1e-9)
+                    self.log_event(
+                        {
+                            "stage": stage.name,
+                            "step": step,
+                            "loss": float(np.mean(running)),
+                            "lr": scheduler.get_last_lr()[0],
+                            "it_s": rate,
+                        }
+                    )
+                    progress.update(task, info=f"loss {np.mean(running):.4f}  {rate:.1f} it/s")
+                    running = []
+                progress.update(task, completed=step)
+                if step % val_every == 0 or step == steps:
+                    best = self.validate_and_save(stage, step, steps, optimizer, scheduler, best)
+        if hasattr(batches, "_finish"):
+            batches._finish()
+
+    def load_stage_start(self) -> None:
+        pretrained = self.path("checkpoint_pretrain.pt")
+        if not pretrained.is_file():
+            raise TsfnetError(f"{pretrained}: stage 1 result missing; run --stage pretrain (or all) first")
+        weights = load_checkpoint(pretrained, self.options.fusion)["model"]
+        encoder_and_head = {k: v for k, v in weights.items() if not k.startswith("fusion.")}
+        self.model.load_state_dict(encoder_and_head, strict=False)
+
+    def validate_and_save(
+        self, stage: Stage, step: int, steps: int, optimizer, scheduler, best: float
+    ) -> float:
+        metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            metrics = validate(
+                self.model,
+                self.cases,
+                self.val_ids,
+                stage.name,
+                self.device,
+                self.context,
+                self.configuration["patch_size"] if self.model.dims == 3 else None,
+                segmentation=stage.needs_labels,
+            )
+            self.log_event({"stage": stage.name, "step": step, **{f"val_{k}": v for k, v in metrics.items()}})
+            score = metrics.get("dice", metrics.get("psnr", -float("inf")))
+            done = step == steps
+            improved = score > best
+            best = max(best, score)
+            state = self.checkpoint_state(stage.name, step, optimizer, scheduler, best, done)
+            save_checkpoint(self.path("checkpoint_latest.pt"), state)
+            if improved and stage.name != "pretrain":
+                save_checkpoint(self.path("checkpoint_best.pt"), state)
+            if done:
+                save_checkpoint(self.path(f"checkpoint_{stage.name}.pt"), state)
+                if not self.path("checkpoint_best.pt").is_file():
+                    save_checkpoint(self.path("checkpoint_best.pt"), state)
+        self.dist.barrier()
+        return best
+
+
+def train(options: TrainOptions) -> TrainResult:
+    return Trainer(options).run()
