@@ -84,6 +84,11 @@ class Registry:
         self.load()
         return [p for kind in KINDS for _, p in sorted(self._plugins[kind].items())]
 
+    def refresh(self) -> None:
+        """Scan entry points again (after installing a plugin into a running session)."""
+        self._loaded = False
+        self.load()
+
     def load(self) -> None:
         """Import the built-ins and every installed entry point, once."""
         if self._loaded:

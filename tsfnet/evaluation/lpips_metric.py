@@ -16,6 +16,7 @@ import torch
 from tsfnet.weights import HOW_TO_SUPPLY, find_weights, load_state_dict
 
 log = logging.getLogger("tsfnet")
+MIN_SIZE = 64
 UNAVAILABLE = "LPIPS unavailable: AlexNet weights not found; to report it, " + HOW_TO_SUPPLY.format(
     file="alexnet-owt-7be5be79.pth", flag="--lpips-weights"
 )
@@ -45,10 +46,15 @@ class SliceLPIPS:
                 module.load_state_dict(features[int(name)].state_dict())
 
     def __call__(self, prediction: np.ndarray, reference: np.ndarray) -> float:
-        """Sum over axial slices of LPIPS between [-1, 1] slices."""
+        """Sum over axial slices of LPIPS between [-1, 1] slices. Slices smaller than
+        AlexNet's minimum (64 px) are upsampled bilinearly first (tiny test data only)."""
 
         def slices(volume: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.moveaxis(volume, -1, 0).copy()).float()[:, None].expand(-1, 3, -1, -1)
+            x = torch.from_numpy(np.moveaxis(volume, -1, 0).copy()).float()[:, None]
+            if min(x.shape[2:]) < MIN_SIZE:
+                scale = MIN_SIZE / min(x.shape[2:])
+                x = torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear")
+            return x.expand(-1, 3, -1, -1)
 
         with torch.no_grad():
             return float(self.model(slices(prediction), slices(reference)).sum())

@@ -1,0 +1,203 @@
+"""predict, evaluate and explain on the tiny trained model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from tsfnet.devices import resolve_device
+from tsfnet.errors import InputError, TsfnetError
+from tsfnet.evaluation.evaluate import evaluate
+from tsfnet.evaluation.metrics import brats_dice, psnr, ssim
+from tsfnet.inference.explain import explain_weights, tsem_montages
+from tsfnet.inference.model_folder import load_model_folder
+from tsfnet.inference.predictor import predict_folder
+
+NAMES = ["T1", "T1Gd", "T2", "FLAIR"]
+SUFFIXES = ["t1n", "t1c", "t2w", "t2f"]
+
+
+@pytest.fixture(scope="module")
+def model(trained):
+    return load_model_folder(trained.model_dir, resolve_device("cpu"))
+
+
+def source_folder(model) -> Path:
+    return Path(model.plans["raw_path"]) / "imagesTs"
+
+
+def link_case(model, folder: Path, case: str, channels, name=None, source_case="PH_0006") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for channel in channels:
+        target = name(channel) if name else f"{case}_{channel:04d}.nii.gz"
+        os.link(source_folder(model) / f"{source_case}_{channel:04d}.nii.gz", folder / target)
+
+
+def test_predict_one_missing_sequence_round_trip(model, tmp_path):
+    link_case(model, tmp_path / "in", "A", [0, 1, 3])
+    report = predict_folder(model, tmp_path / "in", tmp_path / "out", preview=True, progress=False)
+    assert [p.name for p in report.written] == ["A_T2.nii.gz"] and not report.failed
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "A_T2.nii.gz",
+        "A_T2_preview.png",
+        "A_T2_tsem.nii.gz",
+        "A_T2_weights.json",
+    ]
+    reference = nib.load(str(source_folder(model) / "PH_0006_0000.nii.gz"))
+    synthesis = nib.load(str(out / "A_T2.nii.gz"))
+    assert synthesis.shape == reference.shape
+    assert np.allclose(synthesis.affine, reference.affine, atol=1e-5)
+    data = synthesis.get_fdata()
+    assert data.min() >= -1 - 1e-6 and data.max() <= 1 + 1e-6
+    assert (data[np.asarray(reference.dataobj) == 0] == -1).all()  # background stays background
+    weights = json.loads((out / "A_T2_weights.json").read_text())
+    assert set(weights["sources"]) == {"T1", "T1Gd", "FLAIR"}
+    assert sum(weights["sources"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert weights["task_code"] == [1, 1, 0, 1, 0, 0, 1, 0]
+    tsem = nib.load(str(out / "A_T2_tsem.nii.gz")).get_fdata()
+    assert tsem.min() >= 0 and tsem.shape == reference.shape
+
+
+def test_predict_skips_existing_outputs_and_overwrites_on_request(model, tmp_path):
+    link_case(model, tmp_path / "in", "A", [0, 2])
+    first = predict_folder(model, tmp_path / "in", tmp_path / "out", progress=False)
+    assert len(first.written) == 2
+    again = predict_folder(model, tmp_path / "in", tmp_path / "out", progress=False)
+    assert not again.written and len(again.skipped) == 2
+    forced = predict_folder(model, tmp_path / "in", tmp_path / "out", overwrite=True, progress=False)
+    assert len(forced.written) == 2
+
+
+def test_requested_targets_and_reference_intensity(model, tmp_path):
+    link_case(model, tmp_path / "in", "A", [0, 1, 2, 3])
+    report = predict_folder(
+        model, tmp_path / "in", tmp_path / "out", targets="t2", intensity="reference", progress=False
+    )
+    assert [p.name for p in report.written] == ["A_T2.nii.gz"]
+    data = nib.load(str(report.written[0])).get_fdata()
+    lo, hi = model.plans["intensity_reference"]["T2"]
+    assert data.min() >= 0 and data.max() <= hi + 1e-3 and data.max() > lo
+    with pytest.raises(TsfnetError, match="unknown target 'PD'"):
+        predict_folder(model, tmp_path / "in", tmp_path / "out2", targets="PD", progress=False)
+
+
+def test_brasyn_input_gets_challenge_names(model, tmp_path):
+    case = "BraTS-GLI-00001-000"
+    link_case(model, tmp_path / "in" / case, case, [0, 1, 3], name=lambda c: f"{case}-{SUFFIXES[c]}.nii.gz")
+    report = predict_folder(model, tmp_path / "in", tmp_path / "out", progress=False)
+    assert [p.name for p in report.written] == [f"{case}-t2w.nii.gz"]
+    top = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert top == [f"{case}-t2w.nii.gz", "explanations"]  # submittable as it is
+
+
+def test_bad_case_fails_alone(model, tmp_path):
+    link_case(model, tmp_path / "in", "GOOD", [0, 1])
+    link_case(model, tmp_path / "in", "BAD", [0])
+    (tmp_path / "in" / "BAD_0002.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    report = predict_folder(model, tmp_path / "in", tmp_path / "out", progress=False)
+    assert {p.name for p in report.written} == {"GOOD_T2.nii.gz", "GOOD_FLAIR.nii.gz"}
+    assert list(report.failed) == ["BAD"] and "BAD_0002.nii.gz" in report.failed["BAD"]
+    assert not any(p.name.startswith("BAD") for p in (tmp_path / "out").iterdir())
+
+
+def test_unsafe_case_names_are_refused(model, tmp_path):
+    (tmp_path / "in").mkdir()
+    os.link(source_folder(model) / "PH_0006_0000.nii.gz", tmp_path / "in" / "my case;rm_0000.nii.gz")
+    with pytest.raises(InputError, match="not a safe file name"):
+        predict_folder(model, tmp_path / "in", tmp_path / "out", progress=False)
+
+
+def test_metrics_against_hand_computed_values():
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(-1, 1, size=(24, 24, 4))
+    noise = rng.normal(0, 0.1, size=reference.shape)
+    expected = 10 * np.log10(4 / np.mean(noise**2))
+    assert psnr(reference + noise, reference) == pytest.approx(expected)
+    assert ssim(reference, reference) == pytest.approx(1.0)
+    assert ssim(reference + noise, reference) < 0.99
+    mask = np.zeros(reference.shape, bool)
+    mask[:12] = True
+    assert psnr(reference + noise, reference, mask) == pytest.approx(
+        10 * np.log10(4 / np.mean(noise[mask] ** 2))
+    )
+    label = np.zeros((4, 4, 4), int)
+    label[0, 0, 0], label[1, 1, 1] = 3, 2
+    assert brats_dice(label, label) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    assert brats_dice(np.where(label == 3, 0, label), label)["ET"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def evaluated(model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    for case, keep in (("A1", [2]), ("A2", [0, 3]), ("A3", [0, 1, 3])):
+        link_case(model, root / "in", case, keep)
+        link_case(model, root / "reference", case, range(4))
+    predict_folder(model, root / "in", root / "out", progress=False)
+    rows, report_dir = evaluate(root / "out", root / "reference", root / "report", progress=False)
+    return rows, report_dir
+
+
+def test_evaluate_writes_rows_and_tables(evaluated):
+    rows, report_dir = evaluated
+    assert sorted((r["case"], r["target"]) for r in rows) == [
+        ("A1", "FLAIR"),
+        ("A1", "T1"),
+        ("A1", "T1Gd"),
+        ("A2", "T1Gd"),
+        ("A2", "T2"),
+        ("A3", "T2"),
+    ]
+    assert {r["n_inputs"] for r in rows} == {1, 2, 3}
+    assert all(np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 for r in rows)
+    assert all("psnr_tsem_high" in r for r in rows)
+    with (report_dir / "metrics.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    summary = (report_dir / "summary.md").read_text()
+    assert "Table 1" in summary and "Table 2" in summary and "| 3 | 1 |" in summary
+    assert "LPIPS unavailable" in summary
+
+
+def test_evaluate_lpips_from_local_weights(model, evaluated, tmp_path):
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    weights = tmp_path / "alexnet-random.pth"
+    torch.save(alexnet(weights=None).state_dict(), weights)
+    out = evaluated[1].parent / "out"
+    rows, report_dir = evaluate(
+        out, evaluated[1].parent / "reference", tmp_path / "report", weights, progress=False
+    )
+    assert all(np.isfinite(r["lpips"]) and r["lpips"] >= 0 for r in rows)
+    assert "LPIPS unavailable" not in (report_dir / "summary.md").read_text()
+
+
+def test_evaluate_without_predictions(tmp_path):
+    (tmp_path / "p").mkdir()
+    with pytest.raises(InputError, match="no predictions found"):
+        evaluate(tmp_path / "p", tmp_path, progress=False)
+
+
+def test_explain_weights_for_every_task(model, tmp_path):
+    json_path, png_path = explain_weights(model, tmp_path)
+    rows = json.loads(json_path.read_text())
+    assert len(rows) == 28
+    for row in rows:
+        assert set(row["weights"]) == set(row["sources"])
+        assert sum(row["weights"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert png_path.stat().st_size > 10_000
+
+
+def test_tsem_montage(model, tmp_path):
+    link_case(model, tmp_path / "in", "M", [0, 1, 2])
+    paths = tsem_montages(model, tmp_path / "in", tmp_path / "out", ["M"])
+    assert [p.name for p in paths] == ["M_tsem_montage.png"]
+    with pytest.raises(InputError, match="no case named Z"):
+        tsem_montages(model, tmp_path / "in", tmp_path / "out", ["Z"])
