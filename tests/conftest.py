@@ -50,9 +50,7 @@ def raw_copy(raw_dataset, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def store(raw_dataset, tmp_path_factory) -> Path:
-    folder, plans = plan(
-        raw_dataset, tmp_path_factory.mktemp("pre") / raw_dataset.name, progress=False, workers=1
-    )
+    folder, plans = plan(raw_dataset, tmp_path_factory.mktemp("pre") / raw_dataset.name, progress=False, workers=1)
     plans = make_tiny(folder)
     preprocess_dataset(RawDataset.load(raw_dataset), folder, plans, workers=1, progress=False)
     return folder

@@ -51,9 +51,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_unknown_fusion_lists_known(store, tmp_path):
-    line = error_line(
-        tsfnet("train", "-p", str(store), "--fusion", "nope", "-o", str(tmp_path), "--device", "cpu")
-    )
+    line = error_line(tsfnet("train", "-p", str(store), "--fusion", "nope", "-o", str(tmp_path), "--device", "cpu"))
     assert "unknown fusion 'nope'" in line and "tsf" in line
 
 
@@ -90,9 +88,7 @@ def test_demo_generate_only_then_plan_from_inside_the_dataset(tmp_path):
     assert planned.returncode == 0, planned.stderr
     store = tmp_path / "demo" / "raw" / "tsfnet_preprocessed" / "Dataset001_Phantom"
     assert (store / "plans.json").is_file() and len(list((store / "cases").glob("*.npz"))) == 3
-    again = tsfnet(
-        "demo", "--generate-only", "-o", str(tmp_path / "demo"), "--cases", "3", "--downsample", "6"
-    )
+    again = tsfnet("demo", "--generate-only", "-o", str(tmp_path / "demo"), "--cases", "3", "--downsample", "6")
     assert "already exists" in error_line(again)
 
 

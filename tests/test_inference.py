@@ -125,9 +125,7 @@ def test_metrics_against_hand_computed_values():
     assert ssim(reference + noise, reference) < 0.99
     mask = np.zeros(reference.shape, bool)
     mask[:12] = True
-    assert psnr(reference + noise, reference, mask) == pytest.approx(
-        10 * np.log10(4 / np.mean(noise[mask] ** 2))
-    )
+    assert psnr(reference + noise, reference, mask) == pytest.approx(10 * np.log10(4 / np.mean(noise[mask] ** 2)))
     label = np.zeros((4, 4, 4), int)
     label[0, 0, 0], label[1, 1, 1] = 3, 2
     assert brats_dice(label, label) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
@@ -172,9 +170,7 @@ def test_evaluate_lpips_from_local_weights(model, evaluated, tmp_path):
     weights = tmp_path / "alexnet-random.pth"
     torch.save(alexnet(weights=None).state_dict(), weights)
     out = evaluated[1].parent / "out"
-    rows, report_dir = evaluate(
-        out, evaluated[1].parent / "reference", tmp_path / "report", weights, progress=False
-    )
+    rows, report_dir = evaluate(out, evaluated[1].parent / "reference", tmp_path / "report", weights, progress=False)
     assert all(np.isfinite(r["lpips"]) and r["lpips"] >= 0 for r in rows)
     assert "LPIPS unavailable" not in (report_dir / "summary.md").read_text()
 

@@ -27,9 +27,7 @@ from tsfnet.preprocessing.pipeline import (
 def hand_made(tmp_path, spacing=(1.0, 1.0, 1.0)):
     root = tmp_path / "Dataset009_Hand"
     (root / "imagesTr").mkdir(parents=True)
-    (root / "dataset.json").write_text(
-        json.dumps({"channel_names": {"0": "A", "1": "B"}, "file_ending": ".nii.gz"})
-    )
+    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "A", "1": "B"}, "file_ending": ".nii.gz"}))
     rng = np.random.default_rng(0)
     a = np.zeros((20, 22, 18), np.float32)
     a[4:15, 5:17, 3:12] = rng.uniform(10, 100, size=(11, 12, 9))
@@ -148,9 +146,7 @@ def test_preprocess_round_trip_is_voxel_exact(raw_dataset, store):
 
 def test_preprocessing_resamples_other_spacings_and_back(tmp_path):
     root, a, _ = hand_made(tmp_path, spacing=(1.0, 1.0, 2.0))
-    plans = validate_plans(
-        {**_plans_for(root, tmp_path), "target_spacing": [1.0, 1.0, 1.0], "crop_size": [12, 12, 20]}
-    )
+    plans = validate_plans({**_plans_for(root, tmp_path), "target_spacing": [1.0, 1.0, 1.0], "crop_size": [12, 12, 20]})
     volumes = load_case(RawDataset.load(root).case("C1"))
     pre = preprocess_volumes(volumes, plans)
     assert pre.properties["resampled_shape"] == [11, 12, 18]  # z doubled

@@ -16,9 +16,7 @@ from tsfnet.errors import InputError
 
 
 def save(path, data, affine=None):
-    nib.save(
-        nib.Nifti1Image(np.asarray(data, np.float32), np.eye(4) if affine is None else affine), str(path)
-    )
+    nib.save(nib.Nifti1Image(np.asarray(data, np.float32), np.eye(4) if affine is None else affine), str(path))
     return path
 
 
@@ -143,18 +141,14 @@ def test_invalid_json(tmp_path):
 
 
 def test_unknown_channel_index(tmp_path):
-    root = write_raw(
-        tmp_path / "D", {"A_0000.nii.gz": np.ones((3, 3, 3)), "A_0005.nii.gz": np.ones((3, 3, 3))}
-    )
+    root = write_raw(tmp_path / "D", {"A_0000.nii.gz": np.ones((3, 3, 3)), "A_0005.nii.gz": np.ones((3, 3, 3))})
     with pytest.raises(InputError) as exc:
         RawDataset.load(root)
     assert "unknown channel index 5" in one_line(exc, root / "imagesTr" / "A_0005.nii.gz")
 
 
 def test_file_name_without_channel(tmp_path):
-    root = write_raw(
-        tmp_path / "D", {"A_0000.nii.gz": np.ones((3, 3, 3)), "notes.nii.gz": np.ones((3, 3, 3))}
-    )
+    root = write_raw(tmp_path / "D", {"A_0000.nii.gz": np.ones((3, 3, 3)), "notes.nii.gz": np.ones((3, 3, 3))})
     with pytest.raises(InputError) as exc:
         RawDataset.load(root)
     assert "does not match CASE_XXXX" in one_line(exc, root / "imagesTr" / "notes.nii.gz")
@@ -168,9 +162,7 @@ def test_empty_images_folder(tmp_path):
 
 
 def test_channels_with_different_shapes(tmp_path):
-    root = write_raw(
-        tmp_path / "D", {"A_0000.nii.gz": np.ones((3, 3, 3)), "A_0001.nii.gz": np.ones((3, 3, 4))}
-    )
+    root = write_raw(tmp_path / "D", {"A_0000.nii.gz": np.ones((3, 3, 3)), "A_0001.nii.gz": np.ones((3, 3, 4))})
     with pytest.raises(InputError) as exc:
         load_case(RawDataset.load(root).case("A"))
     assert "shape differs" in one_line(exc, root / "imagesTr" / "A_0001.nii.gz")

@@ -78,22 +78,14 @@ def demo(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where the demo writes everything.")] = Path(
         "tsfnet_demo"
     ),
-    generate_only: Annotated[
-        bool, typer.Option("--generate-only", help="Only write the phantom dataset.")
-    ] = False,
+    generate_only: Annotated[bool, typer.Option("--generate-only", help="Only write the phantom dataset.")] = False,
     cases: Annotated[int, typer.Option("--cases", help="Number of phantom cases.")] = 14,
-    downsample: Annotated[
-        int, typer.Option("--downsample", help="Integer downsampling of the 1 mm template.")
-    ] = 4,
+    downsample: Annotated[int, typer.Option("--downsample", help="Integer downsampling of the 1 mm template.")] = 4,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; a seed fixes every case.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
     steps: Annotated[int, typer.Option("--steps", help="Training steps per stage.")] = 300,
-    missing_rate: Annotated[
-        float, typer.Option("--missing-rate", help="Chance a case lacks a sequence.")
-    ] = 0.0,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an earlier demo's outputs.")
-    ] = False,
+    missing_rate: Annotated[float, typer.Option("--missing-rate", help="Chance a case lacks a sequence.")] = 0.0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier demo's outputs.")] = False,
 ) -> None:
     """Generate a phantom dataset, then plan -> train -> predict -> evaluate on it."""
     from tsfnet.demo import run_demo
@@ -127,14 +119,12 @@ def _convert(layout: str, src: Path, dst: Path) -> None:
 
 @app.command()
 def plan(
-    dataset: Annotated[
-        Path, typer.Option("-d", "--dataset", help="Raw dataset folder (with dataset.json).")
-    ] = Path("."),
+    dataset: Annotated[Path, typer.Option("-d", "--dataset", help="Raw dataset folder (with dataset.json).")] = Path(
+        "."
+    ),
     output: Annotated[
         Path | None,
-        typer.Option(
-            "-o", "--output", help="Preprocessed folder (default: ../tsfnet_preprocessed/<dataset>)."
-        ),
+        typer.Option("-o", "--output", help="Preprocessed folder (default: ../tsfnet_preprocessed/<dataset>)."),
     ] = None,
     preprocess: Annotated[bool, typer.Option("--preprocess", help="Also preprocess every case.")] = False,
     preset: Annotated[
@@ -144,13 +134,9 @@ def plan(
             help="Preset name (e.g. brats2021_paper) or JSON path, applied on top of the derived plans.",
         ),
     ] = None,
-    gpu_memory_gb: Annotated[
-        float, typer.Option("--gpu-memory-gb", help="Memory budget for batch/patch size.")
-    ] = 8.0,
+    gpu_memory_gb: Annotated[float, typer.Option("--gpu-memory-gb", help="Memory budget for batch/patch size.")] = 8.0,
     planner: Annotated[str, typer.Option("--planner", help="Registered planner plugin.")] = "default",
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Processes (default: cores, max 8).")
-    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes (default: cores, max 8).")] = None,
 ) -> None:
     """Fingerprint a raw dataset and write dataset_fingerprint.json and plans.json."""
     from tsfnet.planning.api import plan as run_plan
@@ -196,9 +182,7 @@ def _preprocess(dataset: Path, store: Path, plans: dict, overwrite: bool, worker
 
 @app.command()
 def train(
-    preprocessed: Annotated[
-        Path | None, typer.Option("-p", "--preprocessed", help="Preprocessed folder.")
-    ] = None,
+    preprocessed: Annotated[Path | None, typer.Option("-p", "--preprocessed", help="Preprocessed folder.")] = None,
     fusion: Annotated[str, typer.Option("--fusion", help="Fusion plugin (see tsfnet plugins).")] = "tsf",
     head: Annotated[str, typer.Option("--head", help="synthesis or segmentation.")] = "synthesis",
     config: Annotated[str, typer.Option("--config", help="2d (slices) or 3d (patches).")] = "2d",
@@ -214,12 +198,8 @@ def train(
         Path | None,
         typer.Option("--perceptual-weights", help="Local VGG19 weights (torchvision vgg19-dcbb9e9d.pth)."),
     ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Data-loading processes (0: in-process).")
-    ] = None,
-    val_every: Annotated[
-        int | None, typer.Option("--val-every", help="Validate and checkpoint every N steps.")
-    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Data-loading processes (0: in-process).")] = None,
+    val_every: Annotated[int | None, typer.Option("--val-every", help="Validate and checkpoint every N steps.")] = None,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the network.")] = False,
 ) -> None:
     """Train a fusion model: stage 1 (pretrain E, G) then stage 2 (finetune fusion + G, E frozen)."""
@@ -275,9 +255,7 @@ def predict(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Also write a PNG per case and target.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per forward pass.")] = 16,
-    intensity: Annotated[
-        str, typer.Option("--intensity", help="normalized ([-1, 1]) or reference.")
-    ] = "normalized",
+    intensity: Annotated[str, typer.Option("--intensity", help="normalized ([-1, 1]) or reference.")] = "normalized",
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or latest.")] = "best",
 ) -> None:
     """Synthesise every missing (or requested) sequence; write NIfTI, TSEM and weights."""
@@ -296,18 +274,14 @@ def predict(
 
 @app.command()
 def evaluate(
-    predictions: Annotated[
-        Path, typer.Option("-p", "--predictions", help="Folder written by tsfnet predict.")
-    ],
+    predictions: Annotated[Path, typer.Option("-p", "--predictions", help="Folder written by tsfnet predict.")],
     reference: Annotated[Path, typer.Option("-r", "--reference", help="Folder with the real sequences.")],
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Report folder (default: PRED/evaluation).")
     ] = None,
     lpips_weights: Annotated[
         Path | None,
-        typer.Option(
-            "--lpips-weights", help="Local AlexNet weights (torchvision alexnet-owt-7be5be79.pth) for LPIPS."
-        ),
+        typer.Option("--lpips-weights", help="Local AlexNet weights (torchvision alexnet-owt-7be5be79.pth) for LPIPS."),
     ] = None,
     segmentation: Annotated[
         bool, typer.Option("--segmentation", help="Dice of WT/TC/ET (not implemented yet).")
@@ -325,13 +299,9 @@ def evaluate(
 @app.command()
 def explain(
     model: Annotated[Path, typer.Option("-m", "--model", help="Model folder.")],
-    output: Annotated[
-        Path | None, typer.Option("-o", "--output", help="Default: MODEL/explanations.")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Default: MODEL/explanations.")] = None,
     input_dir: Annotated[Path | None, typer.Option("-i", "--input", help="Cases for TSEM montages.")] = None,
-    cases: Annotated[
-        str | None, typer.Option("--cases", help="Comma-separated case ids (default: all).")
-    ] = None,
+    cases: Annotated[str | None, typer.Option("--cases", help="Comma-separated case ids (default: all).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
 ) -> None:
     """ω for every source/target combination (bar chart + JSON); TSEM montages with -i."""

@@ -35,9 +35,7 @@ class FusionModel(nn.Module):
     def __init__(self, plans: dict, fusion: str, head: str = "synthesis", config: str = "2d") -> None:
         super().__init__()
         if config not in plans["configurations"]:
-            raise TsfnetError(
-                f"unknown configuration '{config}'; plans have {', '.join(plans['configurations'])}"
-            )
+            raise TsfnetError(f"unknown configuration '{config}'; plans have {', '.join(plans['configurations'])}")
         self.n_sequences = len(plans["channel_names"])
         self.dims = 2 if config == "2d" else 3
         network = plans["network"]

@@ -29,9 +29,7 @@ def make_progress() -> Progress:
     )
 
 
-def track(
-    items: Iterable[T], description: str, enabled: bool = True, total: int | None = None
-) -> Iterator[T]:
+def track(items: Iterable[T], description: str, enabled: bool = True, total: int | None = None) -> Iterator[T]:
     if not enabled:
         yield from items
         return

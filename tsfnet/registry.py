@@ -61,9 +61,7 @@ class Registry:
         self._check_kind(kind)
         existing = self._plugins[kind].get(name)
         if existing is not None and existing.obj is not obj:
-            raise TsfnetError(
-                f"{kind} plugin '{name}' from {provider} clashes with the one from {existing.provider}"
-            )
+            raise TsfnetError(f"{kind} plugin '{name}' from {provider} clashes with the one from {existing.provider}")
         self._plugins[kind][name] = Plugin(kind, name, obj, provider)
 
     def get(self, kind: str, name: str) -> Any:

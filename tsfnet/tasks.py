@@ -21,11 +21,7 @@ def source_subsets(available: list[int]) -> list[tuple[int, ...]]:
 
 def all_tasks(available: list[int]) -> list[tuple[tuple[int, ...], int]]:
     """Every (non-empty source subset, target outside it) within `available`."""
-    return [
-        (sources, t)
-        for t in sorted(available)
-        for sources in source_subsets([a for a in available if a != t])
-    ]
+    return [(sources, t) for t in sorted(available) for sources in source_subsets([a for a in available if a != t])]
 
 
 def sample_one_to_one(rng: np.random.Generator, available: list[int]) -> tuple[tuple[int, ...], int]:

@@ -13,9 +13,7 @@ import torch
 
 from tsfnet.errors import InputError
 
-HOW_TO_SUPPLY = (
-    "put torchvision's {file} in $TSFNET_WEIGHTS_DIR or ~/.cache/torch/hub/checkpoints, or pass {flag} PATH"
-)
+HOW_TO_SUPPLY = "put torchvision's {file} in $TSFNET_WEIGHTS_DIR or ~/.cache/torch/hub/checkpoints, or pass {flag} PATH"
 
 
 def hub_checkpoint_dir() -> Path:

@@ -26,9 +26,7 @@ class ChallengeLayout:
     label_suffix: str
 
 
-BRATS2021 = ChallengeLayout(
-    "brats2021", "_", ("t1", "t1ce", "t2", "flair"), ("T1", "T1Gd", "T2", "FLAIR"), "seg"
-)
+BRATS2021 = ChallengeLayout("brats2021", "_", ("t1", "t1ce", "t2", "flair"), ("T1", "T1Gd", "T2", "FLAIR"), "seg")
 BRASYN = ChallengeLayout("brasyn", "-", ("t1n", "t1c", "t2w", "t2f"), ("T1", "T1Gd", "T2", "FLAIR"), "seg")
 LAYOUTS = {layout.name: layout for layout in (BRATS2021, BRASYN)}
 ENDINGS = (".nii.gz", ".nii")

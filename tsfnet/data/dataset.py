@@ -115,9 +115,7 @@ def split_ending(name: str) -> tuple[str, str] | None:
     return None
 
 
-def scan_cases(
-    folder: Path, n_channels: int, file_ending: str, labels_folder: Path | None = None
-) -> list[RawCase]:
+def scan_cases(folder: Path, n_channels: int, file_ending: str, labels_folder: Path | None = None) -> list[RawCase]:
     """Group `CASE_XXXX<ending>` files by case; each unknown name or index is an error."""
     if not folder.is_dir():
         raise InputError(folder, "images folder not found")
@@ -131,9 +129,7 @@ def scan_cases(
             raise InputError(path, f"file name does not match CASE_XXXX{file_ending} (XXXX = channel index)")
         channel = int(match["channel"])
         if channel >= n_channels:
-            raise InputError(
-                path, f"unknown channel index {channel} (dataset declares {n_channels} channels)"
-            )
+            raise InputError(path, f"unknown channel index {channel} (dataset declares {n_channels} channels)")
         channel_files.setdefault(match["case"], {})[channel] = path
     if not channel_files:
         raise InputError(folder, "folder is empty: no CASE_XXXX image files found")

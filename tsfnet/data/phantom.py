@@ -178,9 +178,7 @@ def generate_case(rng: np.random.Generator, downsample: int = 1) -> PhantomCase:
     for sequence in SEQUENCES:
         signal = sum(tissue_signal(sequence, t) * f for t, f in fractions.items()) * bias
         sigma = 0.025 * float(np.percentile(signal[brain], 99))
-        noisy = np.sqrt(
-            (signal + rng.normal(0, sigma, signal.shape)) ** 2 + rng.normal(0, sigma, signal.shape) ** 2
-        )
+        noisy = np.sqrt((signal + rng.normal(0, sigma, signal.shape)) ** 2 + rng.normal(0, sigma, signal.shape) ** 2)
         scale = rng.uniform(200.0, 3000.0)
         images[sequence] = np.where(brain, noisy * scale, 0.0).astype(np.float32)
     return PhantomCase(images, label, template.affine.copy())
@@ -250,9 +248,7 @@ def write_dataset(
             keep[rng.integers(len(SEQUENCES))] = True
         for channel, sequence in enumerate(SEQUENCES):
             if keep[channel]:
-                write_volume(
-                    images_dir / f"{case_id}_{channel:04d}.nii.gz", case.images[sequence], geometry, True
-                )
+                write_volume(images_dir / f"{case_id}_{channel:04d}.nii.gz", case.images[sequence], geometry, True)
         write_volume(labels_dir / f"{case_id}.nii.gz", case.label, geometry, True, dtype=np.uint8)
     meta = {
         "name": name,

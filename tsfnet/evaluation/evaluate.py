@@ -43,9 +43,7 @@ def find_predictions(pred_dir: Path) -> list[tuple[Path, dict]]:
 
 def evaluate_one(meta_path: Path, meta: dict, pred_dir: Path, reference, channel_names, lpips) -> dict:
     if meta.get("intensity", "normalized") != "normalized":
-        raise InputError(
-            meta_path, "evaluate needs predictions in normalised units (predict without --intensity)"
-        )
+        raise InputError(meta_path, "evaluate needs predictions in normalised units (predict without --intensity)")
     target = channel_names.index(meta["target"])
     if target not in reference.files:
         raise InputError(meta_path, f"reference case has no {meta['target']} to compare with")
@@ -65,6 +63,7 @@ def evaluate_one(meta_path: Path, meta: dict, pred_dir: Path, reference, channel
         "fusion": meta.get("fusion", ""),
         "psnr": psnr(pred[box], ref[box]),
         "ssim": ssim(pred[box], ref[box]),
+        "ssim3d": ssim(pred[box], ref[box], per_slice=False),
         "psnr_brain": psnr(pred, ref, brain),
         "ssim_brain": ssim(pred, ref, brain),
         "lpips": lpips(pred[box], ref[box]) if lpips is not None else float("nan"),

@@ -29,9 +29,7 @@ class SliceLPIPS:
 
         features = alexnet(weights=None).features
         state = load_state_dict(backbone_path)
-        features.load_state_dict(
-            {k.removeprefix("features."): v for k, v in state.items() if "classifier" not in k}
-        )
+        features.load_state_dict({k.removeprefix("features."): v for k, v in state.items() if "classifier" not in k})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False).eval()

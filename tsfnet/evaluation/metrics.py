@@ -36,9 +36,7 @@ def ssim(
     for z in range(prediction.shape[2]):
         if mask is not None and not mask[:, :, z].any():
             continue
-        _, smap = structural_similarity(
-            prediction[:, :, z], reference[:, :, z], data_range=data_range, full=True
-        )
+        _, smap = structural_similarity(prediction[:, :, z], reference[:, :, z], data_range=data_range, full=True)
         values.append(smap[mask[:, :, z]].mean() if mask is not None else smap.mean())
     return float(np.mean(values)) if values else float("nan")
 
@@ -54,6 +52,5 @@ BRATS_REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 def brats_dice(prediction: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """Dice of the whole tumour, tumour core and enhancing tumour (labels 1 NCR, 2 ED, 3 ET)."""
     return {
-        name: dice(np.isin(prediction, labels), np.isin(reference, labels))
-        for name, labels in BRATS_REGIONS.items()
+        name: dice(np.isin(prediction, labels), np.isin(reference, labels)) for name, labels in BRATS_REGIONS.items()
     }

@@ -9,8 +9,8 @@ import numpy as np
 PROTOCOL = (
     "Protocol: reference normalised like the input (scheme in the prediction's JSON); metrics on [-1, 1], "
     "data range 2. 'box' = the brain bounding box, background included (close to the paper's fixed crop); "
-    "'brain' = inside the brain mask. SSIM: scikit-image default (7x7 uniform window), per axial slice, "
-    "averaged. LPIPS: AlexNet, per slice, summed over slices (paper Table 1)."
+    "'brain' = inside the brain mask. SSIM: scikit-image default (7-wide uniform window), per axial slice "
+    "averaged; 'SSIM 3D' with a 7x7x7 window. LPIPS: AlexNet, per slice, summed over slices (paper Table 1)."
 )
 
 
@@ -34,13 +34,13 @@ def summary_markdown(rows: list[dict], notes: list[str]) -> str:
     lines += [
         "## Table 1: by number of inputs",
         "",
-        "| inputs | n | PSNR box | SSIM box | PSNR brain | SSIM brain | LPIPS |",
-        "|---|---|---|---|---|---|---|",
+        "| inputs | n | PSNR box | SSIM box | SSIM 3D box | PSNR brain | SSIM brain | LPIPS |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n_inputs, group in grouped(rows, "n_inputs").items():
         cells = [
             mean_sd([float(r[k]) for r in group])
-            for k in ("psnr", "ssim", "psnr_brain", "ssim_brain", "lpips")
+            for k in ("psnr", "ssim", "ssim3d", "psnr_brain", "ssim_brain", "lpips")
         ]
         lines.append(f"| {n_inputs} | {len(group)} | " + " | ".join(cells) + " |")
     lines += [

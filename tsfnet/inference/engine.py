@@ -51,9 +51,7 @@ def _run(
     mask = torch.zeros(batch, model.n_sequences)
     mask[:, list(sources)] = 1
     with torch.no_grad(), autocast(device):
-        return model(
-            x.to(device), mask.to(device), torch.full((batch,), target, dtype=torch.long, device=device)
-        )
+        return model(x.to(device), mask.to(device), torch.full((batch,), target, dtype=torch.long, device=device))
 
 
 def gaussian_importance(patch: list[int], sigma_scale: float = 0.125) -> np.ndarray:

@@ -25,9 +25,7 @@ def task_weights(trained: TrainedModel) -> list[dict]:
     for sources, target in all_tasks(list(range(n))):
         mask = torch.zeros(1, n)
         mask[0, list(sources)] = 1
-        features = torch.randn(1, n, channels, *size, generator=generator) * mask.view(
-            1, n, 1, *([1] * model.dims)
-        )
+        features = torch.randn(1, n, channels, *size, generator=generator) * mask.view(1, n, 1, *([1] * model.dims))
         with torch.no_grad():
             result = model.fusion(
                 features.to(trained.device),

@@ -32,11 +32,7 @@ class TrainedModel:
 
     @property
     def patch_size(self) -> list[int] | None:
-        return (
-            self.plans["configurations"][self.settings["config"]]["patch_size"]
-            if self.model.dims == 3
-            else None
-        )
+        return self.plans["configurations"][self.settings["config"]]["patch_size"] if self.model.dims == 3 else None
 
 
 def load_model_folder(folder: Path, device: torch.device, checkpoint: str = "best") -> TrainedModel:
@@ -56,8 +52,6 @@ def load_model_folder(folder: Path, device: torch.device, checkpoint: str = "bes
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise InputError(
-            path, f"weights do not fit the model in plans.json ({str(exc).splitlines()[0]})"
-        ) from exc
+        raise InputError(path, f"weights do not fit the model in plans.json ({str(exc).splitlines()[0]})") from exc
     model.to(device).eval()
     return TrainedModel(folder, plans, settings, model, device)

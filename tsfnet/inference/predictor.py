@@ -72,9 +72,7 @@ def output_names(case: InputCase, target_name: str, target: int) -> dict[str, st
     }
 
 
-def synthesise(
-    trained: TrainedModel, pre: PreprocessedCase, target: int, batch_size: int
-) -> CaseTargetResult:
+def synthesise(trained: TrainedModel, pre: PreprocessedCase, target: int, batch_size: int) -> CaseTargetResult:
     names = trained.channel_names
     sources = tuple(names.index(n) for n in pre.properties["available"] if names.index(n) != target)
     if not sources:

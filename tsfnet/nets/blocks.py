@@ -17,9 +17,7 @@ def instance_norm(dims: int, channels: int) -> nn.Module:
 
 
 class ConvNormAct(nn.Sequential):
-    def __init__(
-        self, dims: int, cin: int, cout: int, kernel: int, stride: int = 1, act: bool = True
-    ) -> None:
+    def __init__(self, dims: int, cin: int, cout: int, kernel: int, stride: int = 1, act: bool = True) -> None:
         layers = [
             conv(dims, cin, cout, kernel, stride=stride, padding=kernel // 2, padding_mode="reflect"),
             instance_norm(dims, cout),

@@ -85,9 +85,7 @@ class HyperLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, cond_dim: int, basis: int = 16) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = WeightGenerator(
-            cond_dim, out_features * in_features, basis, math.sqrt(2.0 / in_features)
-        )
+        self.weight = WeightGenerator(cond_dim, out_features * in_features, basis, math.sqrt(2.0 / in_features))
         self.bias = WeightGenerator(cond_dim, out_features, basis, 0.0)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -40,7 +40,5 @@ def generated_kernel_elements_per_sample(network: dict) -> float:
 
 
 def estimate_gb(patch: list[int], batch_size: int, network: dict) -> float:
-    per_sample = activation_elements_per_sample(patch, network) + generated_kernel_elements_per_sample(
-        network
-    )
+    per_sample = activation_elements_per_sample(patch, network) + generated_kernel_elements_per_sample(network)
     return batch_size * per_sample * BYTES / 1024**3 + 1.0  # + weights, optimiser state, CUDA context

@@ -11,9 +11,7 @@ def crop_to_bbox(volume: np.ndarray, bbox: list[list[int]]) -> np.ndarray:
     return volume[tuple(slice(lo, hi) for lo, hi in bbox)]
 
 
-def paste_in_bbox(
-    region: np.ndarray, bbox: list[list[int]], shape: tuple[int, ...], fill: float
-) -> np.ndarray:
+def paste_in_bbox(region: np.ndarray, bbox: list[list[int]], shape: tuple[int, ...], fill: float) -> np.ndarray:
     out = np.full(shape, fill, dtype=region.dtype)
     out[tuple(slice(lo, hi) for lo, hi in bbox)] = region
     return out
@@ -31,9 +29,7 @@ def resize(volume: np.ndarray, shape: tuple[int, ...], nearest: bool = False) ->
     return out[0, 0].numpy().astype(volume.dtype)
 
 
-def resampled_shape(
-    shape: tuple[int, ...], spacing: tuple[float, ...], target: list[float]
-) -> tuple[int, ...]:
+def resampled_shape(shape: tuple[int, ...], spacing: tuple[float, ...], target: list[float]) -> tuple[int, ...]:
     return tuple(max(1, round(s * sp / t)) for s, sp, t in zip(shape, spacing, target, strict=True))
 
 

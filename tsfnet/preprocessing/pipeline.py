@@ -109,9 +109,7 @@ def is_up_to_date(store: Path, case: RawCase, plans: dict) -> bool:
         saved = json.loads(props.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return saved.get("plans_signature") == plans_signature(plans) and saved.get("source") == source_signature(
-        case
-    )
+    return saved.get("plans_signature") == plans_signature(plans) and saved.get("source") == source_signature(case)
 
 
 def save_case(store: Path, case: PreprocessedCase, source: dict) -> None:
@@ -135,9 +133,7 @@ def load_preprocessed(store: Path, case_id: str) -> PreprocessedCase:
             label = data["label"] if "label" in data.files else None
             mask = data["mask"]
     except (OSError, ValueError, KeyError) as exc:
-        raise InputError(
-            arrays_path, f"cannot read preprocessed case ({exc}); rerun tsfnet preprocess"
-        ) from exc
+        raise InputError(arrays_path, f"cannot read preprocessed case ({exc}); rerun tsfnet preprocess") from exc
     return PreprocessedCase(case_id, images, mask, label, properties)
 
 

@@ -18,9 +18,7 @@ class Batch:
 
     def to(self, device: torch.device) -> Batch:
         moved = {
-            f.name: None
-            if getattr(self, f.name) is None
-            else getattr(self, f.name).to(device, non_blocking=True)
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device, non_blocking=True)
             for f in fields(self)
         }
         return Batch(**moved)

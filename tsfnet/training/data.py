@@ -124,9 +124,7 @@ class TaskBatchLoader(SlimDataLoaderBase):
                 slice(0, shape[1]),
                 slice(z - self.context // 2, z + self.context // 2 + 1),
             )
-        starts = [
-            int(rng.integers(0, max(1, s - p) + 1)) for s, p in zip(shape, self.patch_size, strict=True)
-        ]
+        starts = [int(rng.integers(0, max(1, s - p) + 1)) for s, p in zip(shape, self.patch_size, strict=True)]
         return tuple(slice(st, st + p) for st, p in zip(starts, self.patch_size, strict=True))
 
     def _crop(self, volume: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:

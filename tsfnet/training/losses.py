@@ -32,9 +32,7 @@ register("loss", "smooth_l1")(nn.SmoothL1Loss)
 class PerceptualLoss(nn.Module):
     """Σ_l w_l · mean|φ_l(x) - φ_l(y)| on a frozen backbone; 3D inputs go slice by slice."""
 
-    def __init__(
-        self, backbone: nn.Sequential, layers: tuple[int, ...], layer_weights: tuple[float, ...]
-    ) -> None:
+    def __init__(self, backbone: nn.Sequential, layers: tuple[int, ...], layer_weights: tuple[float, ...]) -> None:
         super().__init__()
         self.backbone = backbone[: max(layers) + 1].eval()
         for parameter in self.backbone.parameters():
@@ -68,9 +66,7 @@ def vgg19_perceptual(weights_path: Path) -> PerceptualLoss:
     from torchvision.models import vgg19
 
     state = load_state_dict(weights_path)
-    features_only = {
-        k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier")
-    }
+    features_only = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier")}
     backbone = vgg19(weights=None).features
     backbone.load_state_dict(features_only)
     return PerceptualLoss(backbone, VGG19_LAYERS, VGG19_LAYER_WEIGHTS)

@@ -78,9 +78,7 @@ def stages_to_run(head: str, stage: str) -> list[str]:
     if stage == "all":
         return list(order)
     if stage not in order:
-        raise TsfnetError(
-            f"stage '{stage}' does not apply to head '{head}'; choose from all, {', '.join(order)}"
-        )
+        raise TsfnetError(f"stage '{stage}' does not apply to head '{head}'; choose from all, {', '.join(order)}")
     return [stage]
 
 
@@ -123,12 +121,8 @@ class Trainer:
         torch.manual_seed(self.seed + self.dist.rank)
         case_ids = list_preprocessed(store)
         self.train_ids, self.val_ids = fold_cases(store, case_ids, options.fold)
-        self.cases = CaseStore(
-            store, sorted(set(self.train_ids) | set(self.val_ids)), self.plans["channel_names"]
-        )
-        output = (
-            Path(options.output) if options.output else store.parent.parent / "tsfnet_results" / store.name
-        )
+        self.cases = CaseStore(store, sorted(set(self.train_ids) | set(self.val_ids)), self.plans["channel_names"])
+        output = Path(options.output) if options.output else store.parent.parent / "tsfnet_results" / store.name
         self.model_dir = model_dir_for(output, options.fusion, options.config, options.fold)
         self.model = FusionModel(self.plans, options.fusion, options.head, options.config).to(self.device)
         self.history: list[dict] = []
@@ -183,9 +177,7 @@ class Trainer:
         kept = []
         for line in path.read_text().splitlines():
             entry = json.loads(line)
-            later_stage = (
-                order.index(entry["stage"]) > order.index(stage) if entry["stage"] in order else False
-            )
+            later_stage = order.index(entry["stage"]) > order.index(stage) if entry["stage"] in order else False
             if not (later_stage or (entry["stage"] == stage and entry["step"] > step)):
                 kept.append(entry)
         self.history = kept
@@ -206,9 +198,7 @@ class Trainer:
         elif self.path("checkpoint_latest.pt").is_file() and self.dist.is_main:
             (self.model_dir / "training_log.jsonl").unlink(missing_ok=True)
         for stage_name in stages:
-            if resume_state is not None and stages.index(stage_name) < self._stage_index(
-                stages, resume_state
-            ):
+            if resume_state is not None and stages.index(stage_name) < self._stage_index(stages, resume_state):
                 continue
             state = resume_state if resume_state is not None and resume_state["stage"] == stage_name else None
             if state is not None and state["stage_done"]:
@@ -237,9 +227,7 @@ class Trainer:
         loss = self.training["loss"]
         reconstruction = loss.get(f"{stage.name}_reconstruction", loss["reconstruction"])
         if not hasattr(self, "_perceptual"):
-            self._perceptual = build_perceptual(
-                self.options.perceptual_weights, float(loss["perceptual_weight"])
-            )
+            self._perceptual = build_perceptual(self.options.perceptual_weights, float(loss["perceptual_weight"]))
             if self._perceptual is not None:
                 self._perceptual = self._perceptual.to(self.device)
         return SynthesisCriterion(
@@ -267,9 +255,7 @@ class Trainer:
         if self.options.compile:
             network = torch.compile(network)
         criterion = self.criterion(stage)
-        workers = (
-            self.options.num_workers if self.options.num_workers is not None else self.training["num_workers"]
-        )
+        workers = self.options.num_workers if self.options.num_workers is not None else self.training["num_workers"]
         loader = TaskBatchLoader(
             self.cases,
             self.configuration["patch_size"],
@@ -330,9 +316,7 @@ class Trainer:
         encoder_and_head = {k: v for k, v in weights.items() if not k.startswith("fusion.")}
         self.model.load_state_dict(encoder_and_head, strict=False)
 
-    def validate_and_save(
-        self, stage: Stage, step: int, steps: int, optimizer, scheduler, best: float
-    ) -> float:
+    def validate_and_save(self, stage: Stage, step: int, steps: int, optimizer, scheduler, best: float) -> float:
         metrics: dict[str, float] = {}
         if self.dist.is_main:
             metrics = validate(

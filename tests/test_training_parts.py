@@ -1,0 +1,154 @@
+"""Batches, task sampling, augmentation workers, the perceptual loss, and 3D training."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tsfnet.planning.plans import load_plans
+from tsfnet.tasks import sample_many_to_one, sample_one_to_one
+from tsfnet.training.data import CaseStore, TaskBatchLoader, batch_iterator, to_batch
+from tsfnet.training.losses import PerceptualLoss, SynthesisCriterion, build_perceptual, vgg19_perceptual
+
+
+@pytest.mark.parametrize("available", [[0], [1, 3], [0, 1, 2, 3]])
+def test_task_sampling_stays_within_what_a_case_has(available):
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        sources, target = sample_one_to_one(rng, available)
+        assert len(sources) == 1 and sources[0] in available and target in available
+        if len(available) > 1:
+            sources, target = sample_many_to_one(rng, available)
+            assert target in available and target not in sources
+            assert sources and set(sources) <= set(available)
+
+
+def test_many_to_one_draws_every_subset_size():
+    rng = np.random.default_rng(1)
+    sizes = {len(sample_many_to_one(rng, [0, 1, 2, 3])[0]) for _ in range(300)}
+    assert sizes == {1, 2, 3}
+
+
+def make_store(store):
+    plans = load_plans(store / "plans.json")
+    ids = sorted(p.stem for p in (store / "cases").glob("*.npz"))
+    return plans, CaseStore(store, ids, plans["channel_names"])
+
+
+def test_batches_hold_the_sampled_task(store):
+    plans, cases = make_store(store)
+    loader = TaskBatchLoader(
+        cases, plans["configurations"]["2d"]["patch_size"], 6, many_to_one=True, seed=0, context_slices=3
+    )
+    batch = to_batch(loader.generate_train_batch(), 4, 3)
+    assert batch.images.shape == (6, 4, 3, *plans["configurations"]["2d"]["patch_size"])
+    assert batch.target_image.shape == (6, 1, *plans["configurations"]["2d"]["patch_size"])
+    for b in range(6):
+        assert batch.source_mask[b, batch.target[b]] == 0
+        assert torch.equal(batch.target_image[b, 0], batch.images[b, batch.target[b], 1])  # centre slice
+    assert batch.brain_mask.any()
+
+
+def test_three_d_patches(store):
+    _plans, cases = make_store(store)
+    loader = TaskBatchLoader(cases, [16, 16, 16], 2, many_to_one=False, seed=0)
+    batch = to_batch(loader.generate_train_batch(), 4, 1)
+    assert batch.images.shape == (2, 4, 1, 16, 16, 16) and batch.label.shape == (2, 16, 16, 16)
+
+
+def test_augmenting_worker_processes_produce_distinct_batches(store):
+    plans, cases = make_store(store)
+    loader = TaskBatchLoader(cases, plans["configurations"]["2d"]["patch_size"], 4, many_to_one=True, seed=3)
+    batches = batch_iterator(loader, augment=True, workers=2, seed=3)
+    try:
+        first, second = next(batches), next(batches)
+    finally:
+        batches._finish()
+    assert first["data"].shape == second["data"].shape == (4, 4, *plans["configurations"]["2d"]["patch_size"])
+    assert not np.array_equal(first["data"], second["data"])
+    assert first["data"].min() >= -1 - 1e-5 and first["data"].max() <= 1 + 1e-5  # augmentation keeps the range
+
+
+def tiny_backbone() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU())
+
+
+def test_perceptual_loss_plumbing():
+    loss = PerceptualLoss(tiny_backbone(), layers=(1, 3), layer_weights=(1.0, 0.5))
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    y = torch.rand(2, 1, 16, 16) * 2 - 1
+    assert loss(x, x).item() == 0
+    prediction = x.clone().requires_grad_(True)
+    value = loss(prediction, y)
+    value.backward()
+    assert value.item() > 0 and prediction.grad.abs().sum() > 0
+    assert all(p.grad is None for p in loss.backbone.parameters())  # frozen
+    volume = torch.rand(1, 1, 8, 8, 4) * 2 - 1
+    assert loss(volume, volume.flip(2)).item() > 0  # 3D goes slice by slice
+
+
+def test_criterion_weights_match_the_paper():
+    perceptual = PerceptualLoss(tiny_backbone(), layers=(3,), layer_weights=(1.0,))
+    criterion = SynthesisCriterion("l1", 10.0, perceptual, 0.01)
+    x, y = torch.zeros(1, 1, 16, 16), torch.full((1, 1, 16, 16), 0.5)
+    assert criterion(x, y).item() == pytest.approx(10 * 0.5 + 0.01 * perceptual(x, y).item(), rel=1e-5)
+
+
+def test_vgg19_loads_from_a_local_file(tmp_path):
+    from torchvision.models import vgg19
+
+    path = tmp_path / "vgg19-local.pth"
+    torch.save({f"features.{k}": v for k, v in vgg19(weights=None).features.state_dict().items()}, path)
+    loss = build_perceptual(path, 0.01)
+    assert isinstance(loss, PerceptualLoss)
+    assert len(loss.backbone) == 36
+    assert loss(torch.zeros(1, 1, 32, 32), torch.ones(1, 1, 32, 32)).item() > 0
+    assert vgg19_perceptual(path).layers == loss.layers
+
+
+def test_missing_vgg19_falls_back_to_l1_with_one_clear_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("TSFNET_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="tsfnet"):
+        assert build_perceptual(None, 0.01) is None
+    messages = [r.message for r in caplog.records]
+    assert len(messages) == 1 and "L1 term only" in messages[0] and "--perceptual-weights" in messages[0]
+
+
+def test_weights_dir_is_searched(tmp_path, monkeypatch):
+    from tsfnet.weights import find_weights
+
+    (tmp_path / "vgg19-dcbb9e9d.pth").write_bytes(b"x")
+    monkeypatch.setenv("TSFNET_WEIGHTS_DIR", str(tmp_path))
+    assert find_weights(None, "vgg19") == tmp_path / "vgg19-dcbb9e9d.pth"
+
+
+def test_three_d_training_and_sliding_window_prediction(store, tmp_path):
+    import nibabel as nib
+
+    from tsfnet.devices import resolve_device
+    from tsfnet.inference.model_folder import load_model_folder
+    from tsfnet.inference.predictor import predict_folder
+    from tsfnet.training.runner import TrainOptions, train
+
+    result = train(
+        TrainOptions(
+            store=store, config="3d", steps=2, val_every=2, output=tmp_path, device="cpu", num_workers=0, progress=False
+        )
+    )
+    assert result.model_dir.parts[-2] == "tsf__3d"
+    trained = load_model_folder(result.model_dir, resolve_device("cpu"))
+    assert trained.model.dims == 3
+    raw = trained.plans["raw_path"]
+    (tmp_path / "in").mkdir()
+    for channel in (0, 2):
+        (tmp_path / "in" / f"V_{channel:04d}.nii.gz").symlink_to(f"{raw}/imagesTs/PH_0007_{channel:04d}.nii.gz")
+    report = predict_folder(trained, tmp_path / "in", tmp_path / "out", targets="FLAIR", progress=False)
+    output = nib.load(str(report.written[0]))
+    assert output.shape == nib.load(f"{raw}/imagesTs/PH_0007_0000.nii.gz").shape
+    assert np.isfinite(output.get_fdata()).all()
