@@ -63,9 +63,26 @@ def test_plugins_lists_builtins_with_provider():
     assert "tsfnet" in result.stdout
 
 
-def test_segmentation_evaluation_is_not_faked(tmp_path):
-    line = error_line(tsfnet("evaluate", "-p", str(tmp_path), "-r", str(tmp_path), "--segmentation"))
-    assert "not implemented yet" in line
+def test_segmentation_evaluation_needs_a_segmentation_model(trained, tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "A_T2_weights.json").write_text(
+        '{"case": "A", "target": "T2", "synthesis": "A_T2.nii.gz", "sources": ["T1"], '
+        '"channel_names": ["T1", "T1Gd", "T2", "FLAIR"], "normalization": {"scheme": "percentile"}}'
+    )
+    line = error_line(
+        tsfnet(
+            "evaluate",
+            "-p",
+            str(tmp_path / "p"),
+            "-r",
+            str(tmp_path),
+            "--segmentation",
+            str(trained.model_dir),
+            "--device",
+            "cpu",
+        )
+    )
+    assert "not a segmentation model" in line
 
 
 def test_demo_generate_only_then_plan_from_inside_the_dataset(tmp_path):

@@ -197,3 +197,41 @@ def test_tsem_montage(model, tmp_path):
     assert [p.name for p in paths] == ["M_tsem_montage.png"]
     with pytest.raises(InputError, match="no case named Z"):
         tsem_montages(model, tmp_path / "in", tmp_path / "out", ["Z"])
+
+
+def test_segmentation_dice_on_completed_versus_real_inputs(model, store, tmp_path):
+    from tsfnet.training.runner import TrainOptions, train
+
+    seg = train(
+        TrainOptions(
+            store=store,
+            head="segmentation",
+            steps=4,
+            val_every=2,
+            output=tmp_path,
+            device="cpu",
+            num_workers=0,
+            progress=False,
+        )
+    )
+    assert seg.model_dir.parts[-2] == "tsf__2d__segmentation"
+    assert any("val_dice" in e for e in seg.history)
+    seg_model = load_model_folder(seg.model_dir, resolve_device("cpu"))
+    link_case(model, tmp_path / "in", "S", [0, 2])
+    link_case(model, tmp_path / "reference", "S", range(4))
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    os.link(source_folder(model).parent / "labelsTs" / "PH_0006.nii.gz", labels / "S.nii.gz")
+    predict_folder(model, tmp_path / "in", tmp_path / "out", progress=False)
+    _rows, report_dir = evaluate(
+        tmp_path / "out",
+        tmp_path / "reference",
+        tmp_path / "report",
+        progress=False,
+        segmentation_model=seg_model,
+        labels_dir=labels,
+    )
+    seg_rows = list(csv.DictReader((report_dir / "segmentation.csv").open()))
+    assert [r["inputs"] for r in seg_rows] == ["completed", "real"]
+    assert all(0 <= float(r[f"dice_{k}"]) <= 1 for r in seg_rows for k in ("WT", "TC", "ET"))
+    assert "Segmentation (Dice" in (report_dir / "summary.md").read_text()

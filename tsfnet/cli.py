@@ -284,15 +284,26 @@ def evaluate(
         typer.Option("--lpips-weights", help="Local AlexNet weights (torchvision alexnet-owt-7be5be79.pth) for LPIPS."),
     ] = None,
     segmentation: Annotated[
-        bool, typer.Option("--segmentation", help="Dice of WT/TC/ET (not implemented yet).")
-    ] = False,
+        Path | None,
+        typer.Option(
+            "--segmentation",
+            help="Segmentation model folder (trained with --head segmentation): "
+            "Dice WT/TC/ET on completed vs real inputs.",
+        ),
+    ] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="Folder of reference label files.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
 ) -> None:
     """PSNR / SSIM / LPIPS per case, target and number of inputs; the paper's tables."""
-    if segmentation:
-        raise TsfnetError("evaluate --segmentation is not implemented yet")
     from tsfnet.evaluation.evaluate import evaluate as run_evaluate
 
-    rows, report_dir = run_evaluate(predictions, reference, output, lpips_weights)
+    seg_model = None
+    if segmentation is not None:
+        from tsfnet.devices import resolve_device
+        from tsfnet.inference.model_folder import load_model_folder
+
+        seg_model = load_model_folder(segmentation, resolve_device(device))
+    rows, report_dir = run_evaluate(predictions, reference, output, lpips_weights, True, seg_model, labels)
     info(f"evaluated {len(rows)} predictions; report in {report_dir / 'summary.md'}")
 
 
@@ -330,9 +341,9 @@ def plugins() -> None:
     Console().print(table)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     try:
-        app(standalone_mode=False)
+        app(args=argv, prog_name="tsfnet", standalone_mode=False)
     except TsfnetError as exc:
         if STATE["debug"]:
             raise

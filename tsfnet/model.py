@@ -31,6 +31,12 @@ def input_channels(plans: dict, config: str) -> int:
     return int(plans["configurations"][config].get("context_slices", 1)) if config == "2d" else 1
 
 
+def label_classes(plans: dict) -> int:
+    """Classes = largest label value + 1 (BraTS 2021 labels ET as 4, so it has 5)."""
+    values = [int(v) for v in plans.get("labels", {}).values()]
+    return max(2, max(values, default=1) + 1)
+
+
 class FusionModel(nn.Module):
     def __init__(self, plans: dict, fusion: str, head: str = "synthesis", config: str = "2d") -> None:
         super().__init__()
@@ -45,7 +51,7 @@ class FusionModel(nn.Module):
             raise TsfnetError(f"fusion plugin '{fusion}' must be a subclass of tsfnet.fusion.FeatureFusion")
         options = plans["fusion"].get(fusion, {})
         self.fusion = fusion_cls(self.n_sequences, self.encoder.out_channels, self.dims, **options)
-        n_labels = max(2, len(plans.get("labels", {})))
+        n_labels = label_classes(plans)
         self.head = registry.get("head", head)(network, self.n_sequences, self.dims, n_labels)
 
     def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
@@ -70,7 +76,10 @@ class FusionModel(nn.Module):
             return self.head(self.encoder(images), source_mask)
         assert target is not None
         source_mask = source_mask.to(images.dtype)
-        features = self.encode(images, source_mask)
+        return self.decode(self.encode(images, source_mask), source_mask, target)
+
+    def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
+        """Fusion + head on encoded sources; inference reuses one encoding for every target."""
         fused = self.fusion(features, source_mask, task_code(source_mask, target, self.n_sequences))
         if fused.residual is None:
             return ModelOutput(self.head(fused.fused, target), weights=fused.weights)

@@ -146,11 +146,14 @@ def scan_cases(folder: Path, n_channels: int, file_ending: str, labels_folder: P
 def load_case(case: RawCase, with_label: bool = False) -> CaseVolumes:
     """Read every channel a case has; all must share shape and affine (1e-3)."""
     if not case.channel_files:
-        raise InputError(case.case_id, "case has no channels")
+        where = case.label_file if case.label_file is not None else Path(case.case_id)
+        raise InputError(where, "case has no image channels")
     images: dict[int, np.ndarray] = {}
     reference: tuple[Path, Geometry] | None = None
     for channel, path in sorted(case.channel_files.items()):
         data, geometry = read_volume(path)
+        if not data.any():
+            raise InputError(path, "volume is all zeros")
         if reference is None:
             reference = (path, geometry)
         elif not geometry.matches(reference[1]):

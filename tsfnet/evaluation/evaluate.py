@@ -23,6 +23,7 @@ from tsfnet.evaluation.lpips_metric import UNAVAILABLE, build_lpips
 from tsfnet.evaluation.metrics import psnr, ssim
 from tsfnet.evaluation.tables import summary_markdown
 from tsfnet.inference.cases import find_input_cases
+from tsfnet.inference.model_folder import TrainedModel
 from tsfnet.planning.fingerprint import brain_bbox
 from tsfnet.preprocessing.normalization import normalize
 from tsfnet.progress import track
@@ -86,9 +87,15 @@ def evaluate(
     report_dir: Path | None = None,
     lpips_weights: Path | None = None,
     progress: bool = True,
+    segmentation_model: TrainedModel | None = None,
+    labels_dir: Path | None = None,
 ) -> tuple[list[dict], Path]:
     pred_dir = Path(pred_dir)
     report_dir = Path(report_dir) if report_dir else pred_dir / "evaluation"
+    if segmentation_model is not None:
+        from tsfnet.evaluation.segmentation import require_segmentation_model
+
+        require_segmentation_model(segmentation_model)
     predictions = find_predictions(pred_dir)
     channel_names = predictions[0][1].get("channel_names")
     if not isinstance(channel_names, list):
@@ -112,6 +119,12 @@ def evaluate(
     notes = [] if lpips is not None else [UNAVAILABLE]
     notes += [f"failed: {f}" for f in failures]
     text = summary_markdown(rows, notes)
+    if segmentation_model is not None:
+        from tsfnet.evaluation.segmentation import evaluate_segmentation, segmentation_markdown
+
+        seg_rows = evaluate_segmentation(predictions, pred_dir, reference_dir, segmentation_model, labels_dir, progress)
+        write_csv(report_dir / "segmentation.csv", seg_rows)
+        text += segmentation_markdown(seg_rows)
     write_atomic(report_dir / "summary.md", lambda tmp: tmp.write_text(text), overwrite=True)
     return rows, report_dir
 

@@ -46,11 +46,15 @@ def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(prediction, reference).sum() / total)
 
 
-BRATS_REGIONS = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+BRATS_LABELS = {"NCR": 1, "ED": 2, "ET": 3}
 
 
-def brats_dice(prediction: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Dice of the whole tumour, tumour core and enhancing tumour (labels 1 NCR, 2 ED, 3 ET)."""
+def brats_dice(prediction: np.ndarray, reference: np.ndarray, labels: dict[str, int] | None = None) -> dict[str, float]:
+    """Dice of the whole tumour (NCR+ED+ET), tumour core (NCR+ET) and enhancing tumour (ET),
+    with label values from dataset.json (BraTS 2021 uses ET = 4, BraSyn and the phantom 3)."""
+    values = {**BRATS_LABELS, **{k: int(v) for k, v in (labels or {}).items() if k in BRATS_LABELS}}
+    regions = {"WT": ("NCR", "ED", "ET"), "TC": ("NCR", "ET"), "ET": ("ET",)}
     return {
-        name: dice(np.isin(prediction, labels), np.isin(reference, labels)) for name, labels in BRATS_REGIONS.items()
+        name: dice(np.isin(prediction, [values[p] for p in parts]), np.isin(reference, [values[p] for p in parts]))
+        for name, parts in regions.items()
     }

@@ -50,7 +50,6 @@ def find_input_cases(folder: Path, n_channels: int) -> list[InputCase]:
                     layout,
                 )
                 for case_id, files in sorted(found.items())
-                if any(s in files for s in layout.channel_suffixes)
             ]
     raise InputError(folder, "no input cases found (expected CASE_XXXX.nii.gz files or BraTS/BraSyn case folders)")
 

@@ -1,5 +1,6 @@
-"""Run one task on one preprocessed volume: slice-wise for 2D models, sliding window
-with Gaussian weighting for 3D models."""
+"""Run tasks on one preprocessed volume: slice-wise for 2D models, sliding window with
+Gaussian weighting for 3D models. The sources are encoded once per slice batch or
+window and decoded for every requested target."""
 
 from __future__ import annotations
 
@@ -10,48 +11,79 @@ import numpy as np
 import torch
 
 from tsfnet.devices import autocast
-from tsfnet.model import FusionModel, ModelOutput
+from tsfnet.model import FusionModel
 
 
 @dataclass
 class TaskPrediction:
-    synthesis: np.ndarray  # plan grid (X, Y, Z)
-    tsem: np.ndarray | None
+    output: np.ndarray  # (C, X, Y, Z) on the plan grid: C = 1 for synthesis, label logits for segmentation
+    tsem: np.ndarray | None  # (X, Y, Z)
     weights: np.ndarray | None  # (N,) averaged over slices / windows
 
+    @property
+    def synthesis(self) -> np.ndarray:
+        return self.output[0]
 
-def _inputs(
-    images: dict[int, np.ndarray],
-    sources: tuple[int, ...],
-    n: int,
-    context: int,
-    window: tuple[slice, ...],
-    slices: list[int] | None,
+
+class Accumulator:
+    """Collects one target's outputs piece by piece (weighted, for overlapping windows)."""
+
+    def __init__(self, shape: tuple[int, ...], n_sequences: int) -> None:
+        self.shape = shape
+        self.output: np.ndarray | None = None
+        self.tsem: np.ndarray | None = None
+        self.norm = np.zeros(shape, np.float32)
+        self.weight_sum, self.weight_count = np.zeros(n_sequences), 0
+
+    def add(
+        self,
+        where: tuple,
+        output: np.ndarray,
+        tsem: np.ndarray | None,
+        weight: np.ndarray,
+        omega: np.ndarray | None,
+        count: int,
+    ) -> None:
+        if self.output is None:
+            self.output = np.zeros((output.shape[0], *self.shape), np.float32)
+        self.output[(slice(None), *where)] += output * weight
+        if tsem is not None:
+            self.tsem = np.zeros(self.shape, np.float32) if self.tsem is None else self.tsem
+            self.tsem[where] += tsem * weight
+        self.norm[where] += weight
+        if omega is not None:
+            self.weight_sum += omega
+            self.weight_count += count
+
+    def result(self) -> TaskPrediction:
+        assert self.output is not None
+        covered = self.norm > 0
+        output = np.where(covered, self.output / np.maximum(self.norm, 1e-8), -1.0).astype(np.float32)
+        tsem = None if self.tsem is None else (self.tsem / np.maximum(self.norm, 1e-8)).astype(np.float32)
+        weights = self.weight_sum / self.weight_count if self.weight_count else None
+        return TaskPrediction(output, tsem, weights)
+
+
+def slice_inputs(
+    images: dict[int, np.ndarray], sources: tuple[int, ...], n: int, context: int, slices: list[int]
 ) -> torch.Tensor:
-    """(B, N, Cin, *S): B slices (2D) or one window (3D); non-sources are zeros."""
-    if slices is not None:
-        shape = images[sources[0]].shape
-        out = np.zeros((len(slices), n, context, shape[0], shape[1]), dtype=np.float32)
-        for i, z in enumerate(slices):
-            zs = np.clip(np.arange(z - context // 2, z + context // 2 + 1), 0, shape[2] - 1)
-            for s in sources:
-                out[i, s] = np.moveaxis(images[s][:, :, zs], -1, 0)
-        return torch.from_numpy(out)
-    patch = [w.stop - w.start for w in window]
-    out = np.zeros((1, n, 1, *patch), dtype=np.float32)
-    for s in sources:
-        out[0, s, 0] = images[s][window]
+    """(B, N, context, X, Y) for B axial slices; non-sources stay zero."""
+    shape = images[sources[0]].shape
+    out = np.zeros((len(slices), n, context, shape[0], shape[1]), dtype=np.float32)
+    for i, z in enumerate(slices):
+        zs = np.clip(np.arange(z - context // 2, z + context // 2 + 1), 0, shape[2] - 1)
+        for s in sources:
+            out[i, s] = np.moveaxis(images[s][:, :, zs], -1, 0)
     return torch.from_numpy(out)
 
 
-def _run(
-    model: FusionModel, x: torch.Tensor, sources: tuple[int, ...], target: int, device: torch.device
-) -> ModelOutput:
-    batch = x.shape[0]
-    mask = torch.zeros(batch, model.n_sequences)
-    mask[:, list(sources)] = 1
-    with torch.no_grad(), autocast(device):
-        return model(x.to(device), mask.to(device), torch.full((batch,), target, dtype=torch.long, device=device))
+def window_inputs(
+    images: dict[int, np.ndarray], sources: tuple[int, ...], n: int, window: tuple[slice, ...]
+) -> torch.Tensor:
+    out = np.zeros((1, n, 1, *[w.stop - w.start for w in window]), dtype=np.float32)
+    for s in sources:
+        out[0, s, 0] = images[s][window]
+    return torch.from_numpy(out)
 
 
 def gaussian_importance(patch: list[int], sigma_scale: float = 0.125) -> np.ndarray:
@@ -67,53 +99,60 @@ def window_starts(size: int, patch: int, step_fraction: float = 0.5) -> list[int
     return sorted({round(v) for v in np.linspace(0, size - patch, count)})
 
 
-def predict_task(
+def predict_targets(
     model: FusionModel,
     images: dict[int, np.ndarray],
     sources: tuple[int, ...],
-    target: int,
+    targets: list[int],
     device: torch.device,
     context: int = 1,
     batch_size: int = 16,
     patch_size: list[int] | None = None,
     slices: list[int] | None = None,
-) -> TaskPrediction:
-    """Synthesise `target` from `sources` on the plan grid; `slices` limits a 2D run."""
+) -> dict[int, TaskPrediction]:
+    """Every target from the same sources, on the plan grid; `slices` limits a 2D run."""
     shape = images[sources[0]].shape
     n = model.n_sequences
-    synthesis = np.full(shape, -1.0, dtype=np.float32)
-    tsem: np.ndarray | None = None
-    weight_sum, weight_count = np.zeros(n), 0
+    results = {t: Accumulator(shape, n) for t in targets}
     if model.dims == 2:
         todo = list(range(shape[2])) if slices is None else list(slices)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            out = _run(model, _inputs(images, sources, n, context, (), chunk), sources, target, device)
-            synthesis[:, :, chunk] = out.output.float()[:, 0].permute(1, 2, 0).cpu().numpy()
-            if out.tsem is not None:
-                tsem = np.zeros(shape, dtype=np.float32) if tsem is None else tsem
-                tsem[:, :, chunk] = out.tsem.float()[:, 0].permute(1, 2, 0).cpu().numpy()
-            if out.weights is not None:
-                weight_sum += out.weights.float().sum(0).cpu().numpy()
-                weight_count += len(chunk)
+        pieces = [
+            (
+                (slice(None), slice(None), todo[i : i + batch_size]),
+                slice_inputs(images, sources, n, context, todo[i : i + batch_size]),
+                1.0,
+            )
+            for i in range(0, len(todo), batch_size)
+        ]
     else:
         assert patch_size is not None
         patch = [min(p, s) for p, s in zip(patch_size, shape, strict=True)]
         importance = gaussian_importance(patch)
-        accumulated, tsem_acc = np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-        norm = np.zeros(shape, np.float32)
+        pieces = []
         for starts in itertools.product(*[window_starts(s, p) for s, p in zip(shape, patch, strict=True)]):
             window = tuple(slice(st, st + p) for st, p in zip(starts, patch, strict=True))
-            out = _run(model, _inputs(images, sources, n, 1, window, None), sources, target, device)
-            accumulated[window] += out.output.float()[0, 0].cpu().numpy() * importance
-            if out.tsem is not None:
-                tsem_acc[window] += out.tsem.float()[0, 0].cpu().numpy() * importance
-                tsem = tsem_acc
-            norm[window] += importance
-            if out.weights is not None:
-                weight_sum += out.weights.float()[0].cpu().numpy()
-                weight_count += 1
-        synthesis = accumulated / norm
-        tsem = None if tsem is None else tsem / norm
-    weights = weight_sum / weight_count if weight_count else None
-    return TaskPrediction(synthesis, tsem, weights)
+            pieces.append((window, window_inputs(images, sources, n, window), importance))
+    with torch.no_grad(), autocast(device):
+        for where, x, weight in pieces:
+            batch = x.shape[0]
+            mask = torch.zeros(batch, n, device=device)
+            mask[:, list(sources)] = 1
+            features = model.encode(x.to(device), mask)
+            for target in targets:
+                out = model.decode(features, mask, torch.full((batch,), target, dtype=torch.long, device=device))
+                omega = None if out.weights is None else out.weights.float().sum(0).cpu().numpy()
+                results[target].add(
+                    where,
+                    _to_grid(out.output, model.dims),
+                    None if out.tsem is None else _to_grid(out.tsem, model.dims)[0],
+                    weight,
+                    omega,
+                    batch,
+                )
+    return {t: acc.result() for t, acc in results.items()}
+
+
+def _to_grid(tensor: torch.Tensor, dims: int) -> np.ndarray:
+    """(B, C, X, Y) slices -> (C, X, Y, B); (1, C, *patch) window -> (C, *patch)."""
+    array = tensor.float().cpu().numpy()
+    return np.moveaxis(array, 0, -1) if dims == 2 else array[0]

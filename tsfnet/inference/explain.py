@@ -109,7 +109,7 @@ def tsem_montages(
         z = int(np.flatnonzero(volumes.brain_mask.any(axis=(0, 1))).mean())
         fig, axes = plt.subplots(len(targets), 3, figsize=(7.5, 2.6 * len(targets)), squeeze=False)
         for row, target in zip(axes, targets, strict=True):
-            result = synthesise(trained, pre, target, batch_size)
+            result = synthesise(trained, pre, [target], batch_size)[target]
             name = trained.channel_names[target]
             real = mid_axial(volumes.images[target], z)
             row[0].imshow(real, cmap="gray")

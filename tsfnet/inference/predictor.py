@@ -19,7 +19,7 @@ from tsfnet.data.dataset import RawCase, load_case
 from tsfnet.data.volume_io import write_volume
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.inference.cases import InputCase, find_input_cases
-from tsfnet.inference.engine import predict_task
+from tsfnet.inference.engine import predict_targets
 from tsfnet.inference.model_folder import TrainedModel
 from tsfnet.plotting import mid_axial, save_montage
 from tsfnet.preprocessing.normalization import BACKGROUND, denormalize
@@ -72,30 +72,35 @@ def output_names(case: InputCase, target_name: str, target: int) -> dict[str, st
     }
 
 
-def synthesise(trained: TrainedModel, pre: PreprocessedCase, target: int, batch_size: int) -> CaseTargetResult:
+def synthesise(
+    trained: TrainedModel, pre: PreprocessedCase, targets: list[int], batch_size: int
+) -> dict[int, CaseTargetResult]:
+    """Each target from every other available sequence; targets that share their sources
+    (all the missing ones) share one encoding pass."""
     names = trained.channel_names
-    sources = tuple(names.index(n) for n in pre.properties["available"] if names.index(n) != target)
-    if not sources:
-        raise InputError(pre.case_id, f"no available sequence to synthesise {names[target]} from")
+    available = [names.index(n) for n in pre.properties["available"]]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for target in targets:
+        sources = tuple(a for a in available if a != target)
+        if not sources:
+            raise InputError(pre.case_id, f"no available sequence to synthesise {names[target]} from")
+        groups.setdefault(sources, []).append(target)
     images = {names.index(n): v for n, v in pre.images.items()}
-    prediction = predict_task(
-        trained.model,
-        images,
-        sources,
-        target,
-        trained.device,
-        trained.context,
-        batch_size,
-        trained.patch_size,
-    )
     props = pre.properties
     brain = restore_geometry(pre.mask.astype(np.uint8), props, 0, nearest=True) > 0
-    synthesis = np.where(brain, restore_geometry(prediction.synthesis, props, BACKGROUND), BACKGROUND)
-    tsem = None
-    if prediction.tsem is not None:
-        tsem = np.where(brain, restore_geometry(prediction.tsem, props, 0.0), 0.0).astype(np.float32)
-    weights = {} if prediction.weights is None else {names[s]: float(prediction.weights[s]) for s in sources}
-    return CaseTargetResult(synthesis.astype(np.float32), tsem, weights, [names[s] for s in sources])
+    results = {}
+    for sources, group in groups.items():
+        predictions = predict_targets(
+            trained.model, images, sources, group, trained.device, trained.context, batch_size, trained.patch_size
+        )
+        for target, prediction in predictions.items():
+            synthesis = np.where(brain, restore_geometry(prediction.synthesis, props, BACKGROUND), BACKGROUND)
+            tsem = None
+            if prediction.tsem is not None:
+                tsem = np.where(brain, restore_geometry(prediction.tsem, props, 0.0), 0.0).astype(np.float32)
+            weights = {} if prediction.weights is None else {names[s]: float(prediction.weights[s]) for s in sources}
+            results[target] = CaseTargetResult(synthesis.astype(np.float32), tsem, weights, [names[s] for s in sources])
+    return results
 
 
 def predict_case(
@@ -110,18 +115,23 @@ def predict_case(
     report: PredictReport,
 ) -> None:
     names = trained.channel_names
+    if not case.files:
+        raise InputError(output, f"case {case.case_id} has no image channels")
     volumes = load_case(RawCase(case.case_id, case.files))
     pre = preprocess_volumes(volumes, trained.plans)
     wanted = targets if targets is not None else [i for i in range(len(names)) if i not in case.files]
     if not wanted:
         report.skipped.append(f"{case.case_id}: all sequences present (use --targets to resynthesise one)")
         return
+    outputs = {t: {k: output / v for k, v in output_names(case, names[t], t).items()} for t in wanted}
+    todo = []
     for target in wanted:
-        files = {k: output / v for k, v in output_names(case, names[target], target).items()}
-        if files["synthesis"].exists() and not overwrite:
-            report.skipped.append(f"{files['synthesis']}: exists (use --overwrite)")
-            continue
-        result = synthesise(trained, pre, target, batch_size)
+        if outputs[target]["synthesis"].exists() and not overwrite:
+            report.skipped.append(f"{outputs[target]['synthesis']}: exists (use --overwrite)")
+        else:
+            todo.append(target)
+    for target, result in synthesise(trained, pre, todo, batch_size).items() if todo else ():
+        files = outputs[target]
         image = result.synthesis
         if intensity == "reference":
             lo, hi = trained.plans["intensity_reference"][names[target]]

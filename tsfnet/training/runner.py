@@ -69,8 +69,10 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def model_dir_for(output: Path, fusion: str, config: str, fold: int | str) -> Path:
-    return Path(output) / f"{fusion}__{config}" / f"fold_{fold}"
+def model_dir_for(output: Path, fusion: str, config: str, fold: int | str, head: str = "synthesis") -> Path:
+    """RESULTS/<fusion>__<config>/fold_K; other heads get their own folder (<fusion>__<config>__<head>)."""
+    name = f"{fusion}__{config}" if head == "synthesis" else f"{fusion}__{config}__{head}"
+    return Path(output) / name / f"fold_{fold}"
 
 
 def stages_to_run(head: str, stage: str) -> list[str]:
@@ -123,7 +125,7 @@ class Trainer:
         self.train_ids, self.val_ids = fold_cases(store, case_ids, options.fold)
         self.cases = CaseStore(store, sorted(set(self.train_ids) | set(self.val_ids)), self.plans["channel_names"])
         output = Path(options.output) if options.output else store.parent.parent / "tsfnet_results" / store.name
-        self.model_dir = model_dir_for(output, options.fusion, options.config, options.fold)
+        self.model_dir = model_dir_for(output, options.fusion, options.config, options.fold, options.head)
         self.model = FusionModel(self.plans, options.fusion, options.head, options.config).to(self.device)
         self.history: list[dict] = []
         self.configuration = self.plans["configurations"][options.config]
@@ -328,6 +330,7 @@ class Trainer:
                 self.context,
                 self.configuration["patch_size"] if self.model.dims == 3 else None,
                 segmentation=stage.needs_labels,
+                labels=self.plans.get("labels"),
             )
             self.log_event({"stage": stage.name, "step": step, **{f"val_{k}": v for k, v in metrics.items()}})
             score = metrics.get("dice", metrics.get("psnr", -float("inf")))

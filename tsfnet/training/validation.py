@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from tsfnet.evaluation.metrics import brats_dice, psnr, ssim
-from tsfnet.inference.engine import predict_task
+from tsfnet.inference.engine import predict_targets
 from tsfnet.model import FusionModel
 from tsfnet.tasks import all_tasks
 from tsfnet.training.data import CaseStore
@@ -43,43 +43,38 @@ def validate(
     context: int = 1,
     patch_size: list[int] | None = None,
     segmentation: bool = False,
+    labels: dict[str, int] | None = None,
 ) -> dict[str, float]:
+    """Masked PSNR/SSIM over the stage's tasks (synthesis) or mean BraTS Dice (segmentation)."""
     model.eval()
     scores: dict[str, list[float]] = {}
     for case_id in case_ids:
         available = store.available[case_id]
         images = {c: np.asarray(store.image(case_id, c)) for c in available}
         mask = np.asarray(store.array(case_id, "mask")).astype(bool)
+        label = store.array(case_id, "label")
+        label = None if label is None else np.asarray(label)
         if model.dims == 3 and patch_size is not None:
             window = evaluation_window(mask, patch_size)
             images, mask = {c: v[window] for c, v in images.items()}, mask[window]
+            label = None if label is None else label[window]
         slices = evaluation_slices(mask) if model.dims == 2 else None
+        index = np.s_[:, :, slices] if slices is not None else np.s_[...]
         if segmentation:
-            scores.setdefault("dice", []).extend(_segmentation_scores(model, store, case_id, images, available, device))
+            if label is not None:
+                logits = predict_targets(model, images, tuple(available), [0], device, context, 16, patch_size, slices)
+                dice = brats_dice(logits[0].output.argmax(0)[index], label[index], labels)
+                scores.setdefault("dice", []).append(float(np.mean(list(dice.values()))))
             continue
+        groups: dict[tuple[int, ...], list[int]] = {}
         for sources, target in stage_tasks(stage, available):
-            if target not in images:
-                continue
-            prediction = predict_task(model, images, sources, target, device, context, 16, patch_size, slices)
-            index = np.s_[:, :, slices] if slices is not None else np.s_[...]
-            region = mask[index]
-            scores.setdefault("psnr", []).append(psnr(prediction.synthesis[index], images[target][index], region))
-            scores.setdefault("ssim", []).append(ssim(prediction.synthesis[index], images[target][index], region))
+            groups.setdefault(sources, []).append(target)
+        region = mask[index]
+        for sources, targets in groups.items():
+            predictions = predict_targets(model, images, sources, targets, device, context, 16, patch_size, slices)
+            for target, prediction in predictions.items():
+                synthesis, reference = prediction.synthesis[index], images[target][index]
+                scores.setdefault("psnr", []).append(psnr(synthesis, reference, region))
+                scores.setdefault("ssim", []).append(ssim(synthesis, reference, region))
     model.train()
     return {k: float(np.mean(v)) for k, v in scores.items()}
-
-
-def _segmentation_scores(model, store, case_id, images, available, device) -> list[float]:
-    label = store.array(case_id, "label")
-    if label is None:
-        return []
-    label = np.asarray(label)
-    x = torch.from_numpy(np.stack([images.get(c, np.zeros_like(label, np.float32)) for c in range(model.n_sequences)]))
-    x = x.permute(3, 0, 1, 2).unsqueeze(2) if model.dims == 2 else x[None, :, None]
-    mask = torch.zeros(x.shape[0], model.n_sequences)
-    mask[:, available] = 1
-    with torch.no_grad():
-        logits = model(x.to(device), mask.to(device), torch.zeros(x.shape[0], dtype=torch.long, device=device))
-    predicted = logits.output.argmax(1).cpu().numpy()
-    predicted = np.moveaxis(predicted, 0, -1) if model.dims == 2 else predicted[0]
-    return [float(np.mean(list(brats_dice(predicted, label).values())))]
