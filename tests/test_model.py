@@ -134,7 +134,7 @@ def test_output_shapes(config, shape, fusion):
     assert out.output.abs().max() <= 1  # tanh output in [-1, 1]
     assert out.weights.shape == (2, N)
     assert (out.tsem is not None) == (fusion == "tsf")
-    one_to_one = model(torch.randn(2, 1, *shape), torch.tensor([0, 3]), one_to_one=True)
+    one_to_one = model(torch.randn(2, 1, *shape), torch.tensor([0, 3]), phase="one_to_one")
     assert one_to_one.shape == (2, 1, *shape)
 
 

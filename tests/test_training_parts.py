@@ -42,7 +42,7 @@ def make_store(store):
 def test_batches_hold_the_sampled_task(store):
     plans, cases = make_store(store)
     loader = TaskBatchLoader(
-        cases, plans["configurations"]["2d"]["patch_size"], 6, many_to_one=True, seed=0, context_slices=3
+        cases, plans["configurations"]["2d"]["patch_size"], 6, sampling="many_to_one", seed=0, context_slices=3
     )
     batch = to_batch(loader.generate_train_batch(), 4, 3)
     assert batch.images.shape == (6, 4, 3, *plans["configurations"]["2d"]["patch_size"])
@@ -55,14 +55,14 @@ def test_batches_hold_the_sampled_task(store):
 
 def test_three_d_patches(store):
     _plans, cases = make_store(store)
-    loader = TaskBatchLoader(cases, [16, 16, 16], 2, many_to_one=False, seed=0)
+    loader = TaskBatchLoader(cases, [16, 16, 16], 2, sampling="one_to_one", seed=0)
     batch = to_batch(loader.generate_train_batch(), 4, 1)
     assert batch.images.shape == (2, 4, 1, 16, 16, 16) and batch.label.shape == (2, 16, 16, 16)
 
 
 def test_augmenting_worker_processes_produce_distinct_batches(store):
     plans, cases = make_store(store)
-    loader = TaskBatchLoader(cases, plans["configurations"]["2d"]["patch_size"], 4, many_to_one=True, seed=3)
+    loader = TaskBatchLoader(cases, plans["configurations"]["2d"]["patch_size"], 4, sampling="many_to_one", seed=3)
     batches = batch_iterator(loader, augment=True, workers=2, seed=3)
     try:
         first, second = next(batches), next(batches)

@@ -1,29 +1,23 @@
-"""The whole network: shared encoder E -> fusion plugin -> head (G or segmentation)."""
+"""The networks `tsfnet train --fusion NAME` builds.
+
+For a feature fusion (the method): shared encoder E -> fusion plugin -> head (G or
+segmentation). A fusion plugin that is a whole `Network` (the baselines) is built
+from the plans as it is.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from torch import nn
 
 from tsfnet.errors import TsfnetError
-from tsfnet.fusion.base import FeatureFusion
+from tsfnet.fusion.base import FeatureFusion, ModelOutput, Network
 from tsfnet.nets.seq2seq import Encoder
 from tsfnet.registry import registry
 from tsfnet.tasks import task_code
 
+__all__ = ["FusionModel", "ModelOutput", "Network", "Seq2SeqCore", "build_model", "input_channels"]
 
-@dataclass
-class ModelOutput:
-    output: torch.Tensor  # G(f̂ + f_A) when the fusion has a residual, else G(f̂)
-    base: torch.Tensor | None = None  # G(f̂), only when there is a residual
-    weights: torch.Tensor | None = None  # (B, N) ω
-
-    @property
-    def tsem(self) -> torch.Tensor | None:
-        """Task-specific enhanced map |G(f̂ + f_A) - G(f̂)|: where attention changed the result."""
-        return None if self.base is None else (self.output - self.base).abs()
+STAGES = {"synthesis": ("pretrain", "finetune"), "segmentation": ("segment",)}
 
 
 def input_channels(plans: dict, config: str) -> int:
@@ -37,22 +31,24 @@ def label_classes(plans: dict) -> int:
     return max(2, max(values, default=1) + 1)
 
 
-class FusionModel(nn.Module):
-    def __init__(self, plans: dict, fusion: str, head: str = "synthesis", config: str = "2d") -> None:
+def check_config(plans: dict, config: str) -> None:
+    if config not in plans["configurations"]:
+        raise TsfnetError(f"unknown configuration '{config}'; plans have {', '.join(plans['configurations'])}")
+
+
+class Seq2SeqCore(Network):
+    """Seq2Seq's shared encoder E and a head; stage 1 trains them one-to-one."""
+
+    phases = ("synthesise", "one_to_one")
+
+    def __init__(self, plans: dict, config: str, head: str = "synthesis") -> None:
         super().__init__()
-        if config not in plans["configurations"]:
-            raise TsfnetError(f"unknown configuration '{config}'; plans have {', '.join(plans['configurations'])}")
+        check_config(plans, config)
         self.n_sequences = len(plans["channel_names"])
         self.dims = 2 if config == "2d" else 3
-        network = plans["network"]
-        self.encoder = Encoder(input_channels(plans, config), network, self.dims)
-        fusion_cls = registry.get("fusion", fusion)
-        if not (isinstance(fusion_cls, type) and issubclass(fusion_cls, FeatureFusion)):
-            raise TsfnetError(f"fusion plugin '{fusion}' must be a subclass of tsfnet.fusion.FeatureFusion")
-        options = plans["fusion"].get(fusion, {})
-        self.fusion = fusion_cls(self.n_sequences, self.encoder.out_channels, self.dims, **options)
-        n_labels = label_classes(plans)
-        self.head = registry.get("head", head)(network, self.n_sequences, self.dims, n_labels)
+        self.encoder = Encoder(input_channels(plans, config), plans["network"], self.dims)
+        self.head = registry.get("head", head)(plans["network"], self.n_sequences, self.dims, label_classes(plans))
+        self.stages = STAGES.get(head, ("segment",))
 
     def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
         """E on the sources only: (B, N, Cin, *S) -> (B, N, C, *S'), zeros elsewhere."""
@@ -62,24 +58,21 @@ class FusionModel(nn.Module):
         out[index] = features
         return out
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        source_mask: torch.Tensor,
-        target: torch.Tensor | None = None,
-        one_to_one: bool = False,
-    ) -> ModelOutput | torch.Tensor:
-        """Many-to-one: (images, source_mask, target) -> ModelOutput.
-        One-to-one (stage 1, `one_to_one=True`): (source image, target) -> G(E(x) | target).
-        One entry point, so DistributedDataParallel sees every call."""
-        if one_to_one:
-            return self.head(self.encoder(images), source_mask)
-        assert target is not None
-        source_mask = source_mask.to(images.dtype)
-        return self.decode(self.encode(images, source_mask), source_mask, target)
+    def one_to_one(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Stage 1: (source image (B, Cin, *S), target) -> G(E(x) | target)."""
+        return self.head(self.encoder(images), target)
+
+
+class FusionModel(Seq2SeqCore):
+    """E -> feature fusion -> head: X' = G(f̂), X'_A = G(f̂ + f_A)."""
+
+    def __init__(self, plans: dict, fusion: str, head: str = "synthesis", config: str = "2d") -> None:
+        super().__init__(plans, config, head)
+        fusion_cls = registry.get("fusion", fusion)
+        options = plans["fusion"].get(fusion, {})
+        self.fusion = fusion_cls(self.n_sequences, self.encoder.out_channels, self.dims, **options)
 
     def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
-        """Fusion + head on encoded sources; inference reuses one encoding for every target."""
         fused = self.fusion(features, source_mask, task_code(source_mask, target, self.n_sequences))
         if fused.residual is None:
             return ModelOutput(self.head(fused.fused, target), weights=fused.weights)
@@ -87,3 +80,16 @@ class FusionModel(nn.Module):
         both = self.head(torch.cat([fused.fused, fused.fused + fused.residual]), torch.cat([target, target]))
         base, enhanced = both.chunk(2)
         return ModelOutput(enhanced, base, fused.weights)
+
+
+def build_model(plans: dict, fusion: str, head: str = "synthesis", config: str = "2d") -> Network:
+    """The network for `--fusion NAME --head HEAD --config CONFIG`, options from plans["fusion"][NAME]."""
+    fusion_cls = registry.get("fusion", fusion)
+    if isinstance(fusion_cls, type) and issubclass(fusion_cls, FeatureFusion):
+        return FusionModel(plans, fusion, head, config)
+    if isinstance(fusion_cls, type) and issubclass(fusion_cls, Network):
+        if head != "synthesis":
+            raise TsfnetError(f"fusion '{fusion}' is a whole synthesis network; it has no '{head}' head")
+        check_config(plans, config)
+        return fusion_cls(plans, config, **plans["fusion"].get(fusion, {}))
+    raise TsfnetError(f"fusion plugin '{fusion}' must subclass tsfnet.fusion.FeatureFusion or tsfnet.fusion.Network")

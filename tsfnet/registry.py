@@ -20,11 +20,16 @@ KINDS = ("fusion", "head", "normalization", "planner", "loss", "trainer")
 # Modules whose import registers the built-in plugins.
 _BUILTIN_MODULES = (
     "tsfnet.fusion",
+    "tsfnet.fusion.mmgan",
+    "tsfnet.fusion.hinet",
+    "tsfnet.fusion.pix2pix",
+    "tsfnet.fusion.seq2seq_avg",
     "tsfnet.heads",
     "tsfnet.preprocessing.normalization",
     "tsfnet.planning.planner",
     "tsfnet.training.losses",
     "tsfnet.training.stages",
+    "tsfnet.training.adversarial",
 )
 
 T = TypeVar("T")

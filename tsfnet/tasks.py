@@ -39,3 +39,14 @@ def sample_many_to_one(rng: np.random.Generator, available: list[int]) -> tuple[
         keep = rng.uniform(size=len(rest)) < 0.5
         if keep.any():
             return tuple(int(r) for r, k in zip(rest, keep, strict=True) if k), target
+
+
+def sample_pair(rng: np.random.Generator, available: list[int]) -> tuple[tuple[int, ...], int]:
+    """One source and a different target (pix2pix's pairs); identity only for a lone sequence."""
+    if len(available) < 2:
+        return sample_one_to_one(rng, available)
+    source, target = rng.choice(available, size=2, replace=False)
+    return (int(source),), int(target)
+
+
+SAMPLERS = {"one_to_one": sample_one_to_one, "many_to_one": sample_many_to_one, "pairs": sample_pair}

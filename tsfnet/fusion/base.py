@@ -1,10 +1,15 @@
-"""The fusion plugin interface.
+"""The fusion plugin interface: two kinds of plugin, one registry kind (`fusion`).
 
-A fusion receives the features of every sequence (zeros where a sequence is not a
-source), the source mask and the task code, and returns what the head decodes plus
-its explanations. Subclass `FeatureFusion`, register it with
-`@register("fusion", "name")` (or an entry point in the group `tsfnet.fusion`), and
-`tsfnet train --fusion name` uses it.
+* `FeatureFusion` (the method and its ablations): receives the features of every
+  sequence from the shared encoder E (zeros where a sequence is not a source), the
+  source mask and the task code, and returns what the head decodes plus its
+  explanations. tsfnet wraps it with E and the head into a `FusionModel`.
+* `Network` (the baselines): a whole network that brings its own encoders, fusion
+  and decoder (MM-GAN, Hi-Net, pix2pix, Seq2Seq averaging) and names the training
+  stages it needs.
+
+Register either with `@register("fusion", "name")` (or an entry point in the group
+`tsfnet.fusion`), and `tsfnet train --fusion name` uses it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ class FusionResult:
     weights: torch.Tensor | None = None  # (B, N): how much each sequence contributed
 
 
+@dataclass
+class ModelOutput:
+    output: torch.Tensor  # G(f̂ + f_A) when the fusion has a residual, else G(f̂)
+    base: torch.Tensor | None = None  # G(f̂), only when there is a residual
+    weights: torch.Tensor | None = None  # (B, N) ω
+
+    @property
+    def tsem(self) -> torch.Tensor | None:
+        """Task-specific enhanced map |G(f̂ + f_A) - G(f̂)|: where attention changed the result."""
+        return None if self.base is None else (self.output - self.base).abs()
+
+
 class FeatureFusion(nn.Module):
     """Base class. Constructor arguments come from plans["fusion"][name]."""
 
@@ -34,7 +51,43 @@ class FeatureFusion(nn.Module):
         raise NotImplementedError
 
 
+class Network(nn.Module):
+    """What training and inference drive, whatever the fusion.
+
+    Inference encodes the sources once (`encode`) and decodes every target from that
+    (`decode`); training calls `forward(..., phase=NAME)`, which runs the method of
+    that name, so DistributedDataParallel sees every call. `stages` names the
+    registered `trainer` plugins that train it, in order.
+    """
+
+    stages: tuple[str, ...] = ()
+    phases: tuple[str, ...] = ("synthesise",)
+    n_sequences: int
+    dims: int
+
+    def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, Cin, *S) images -> whatever `decode` consumes."""
+        raise NotImplementedError
+
+    def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
+        raise NotImplementedError
+
+    def synthesise(self, images: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
+        source_mask = source_mask.to(images.dtype)
+        return self.decode(self.encode(images, source_mask), source_mask, target)
+
+    def forward(self, *args, phase: str = "synthesise", **kwargs):
+        if phase not in self.phases:
+            raise ValueError(f"{type(self).__name__} has no phase '{phase}'; it has {', '.join(self.phases)}")
+        return getattr(self, phase)(*args, **kwargs)
+
+
 def weighted_sum(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Σ_i w_i f_i over the sequence axis."""
     shape = (*weights.shape, *([1] * (features.dim() - 2)))
     return (features * weights.view(shape)).sum(dim=1)
+
+
+def expand_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, N) -> (B, N, 1, ...) broadcastable against `like` (B, N, ...)."""
+    return mask.view(*mask.shape, *([1] * (like.dim() - mask.dim())))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from tsfnet.devices import autocast
-from tsfnet.model import FusionModel
+from tsfnet.model import Network
 
 
 @dataclass
@@ -100,7 +100,7 @@ def window_starts(size: int, patch: int, step_fraction: float = 0.5) -> list[int
 
 
 def predict_targets(
-    model: FusionModel,
+    model: Network,
     images: dict[int, np.ndarray],
     sources: tuple[int, ...],
     targets: list[int],

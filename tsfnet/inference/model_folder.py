@@ -9,7 +9,7 @@ import torch
 
 from tsfnet.atomic import read_json
 from tsfnet.errors import InputError
-from tsfnet.model import FusionModel, input_channels
+from tsfnet.model import Network, build_model, input_channels
 from tsfnet.planning.plans import load_plans
 from tsfnet.training.checkpoint import load_checkpoint
 
@@ -19,7 +19,7 @@ class TrainedModel:
     folder: Path
     plans: dict
     settings: dict
-    model: FusionModel
+    model: Network
     device: torch.device
 
     @property
@@ -48,7 +48,7 @@ def load_model_folder(folder: Path, device: torch.device, checkpoint: str = "bes
     if not path.is_file():
         path = folder / "checkpoint_latest.pt"
     state = load_checkpoint(path, settings["fusion"], settings["head"])
-    model = FusionModel(plans, settings["fusion"], settings["head"], settings["config"])
+    model = build_model(plans, settings["fusion"], settings["head"], settings["config"])
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

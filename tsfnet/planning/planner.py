@@ -65,6 +65,10 @@ def default_training() -> dict:
         "loss": {"reconstruction": "l1", "rec_weight": 10.0, "perceptual_weight": 0.01},
         "pretrain": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
         "finetune": {"steps": 10000, "lr": 1e-4, "schedule": "poly"},
+        # The baselines' own stages, with their papers' Adam 2e-4.
+        "mmgan": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
+        "hinet": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
+        "pix2pix": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
     }
 
 

@@ -15,6 +15,7 @@ class Batch:
     target_image: torch.Tensor  # (B, 1, *S)
     brain_mask: torch.Tensor  # (B, 1, *S) bool
     label: torch.Tensor | None = None  # (B, *S) long
+    available: torch.Tensor | None = None  # (B, N) float 0/1: the sequences the case has
 
     def to(self, device: torch.device) -> Batch:
         moved = {

@@ -19,7 +19,7 @@ from batchgenerators.transforms.abstract_transforms import AbstractTransform, Co
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform_2
 
 from tsfnet.preprocessing.pipeline import load_preprocessed
-from tsfnet.tasks import sample_many_to_one, sample_one_to_one
+from tsfnet.tasks import SAMPLERS
 from tsfnet.training.batch import Batch
 
 BRAIN_SLICE_PROBABILITY = 0.9
@@ -65,16 +65,16 @@ class TaskBatchLoader(SlimDataLoaderBase):
         store: CaseStore,
         patch_size: list[int],
         batch_size: int,
-        many_to_one: bool,
+        sampling: str,
         seed: int,
         context_slices: int = 1,
         needs_labels: bool = False,
     ) -> None:
         super().__init__(store.case_ids, batch_size, None)
-        self.store, self.patch_size, self.many_to_one = store, list(patch_size), many_to_one
+        self.store, self.patch_size, self.sample_task = store, list(patch_size), SAMPLERS[sampling]
         self.context, self.needs_labels, self.seed = context_slices, needs_labels, seed
         self.rng: np.random.Generator | None = None
-        self.usable = [c for c in store.case_ids if len(store.available[c]) >= (2 if many_to_one else 1)]
+        self.usable = [c for c in store.case_ids if len(store.available[c]) >= (1 if sampling == "one_to_one" else 2)]
         if not self.usable:
             self.usable = list(store.case_ids)
         self.brain_slices = {c: self._brain_slices(c) for c in self.usable}
@@ -92,7 +92,7 @@ class TaskBatchLoader(SlimDataLoaderBase):
     def _sample(self, rng: np.random.Generator) -> dict:
         case_id = self.usable[rng.integers(len(self.usable))]
         available = self.store.available[case_id]
-        sources, target = (sample_many_to_one if self.many_to_one else sample_one_to_one)(rng, available)
+        sources, target = self.sample_task(rng, available)
         mask = self.store.array(case_id, "mask")
         window = self._window(rng, case_id, mask.shape)
         n = len(self.store.channel_names)
@@ -107,10 +107,13 @@ class TaskBatchLoader(SlimDataLoaderBase):
         ]
         source_mask = np.zeros(n, dtype=np.float32)
         source_mask[list(sources)] = 1
+        present = np.zeros(n, dtype=np.float32)
+        present[available] = 1
         return {
             "data": np.concatenate(data).astype(np.float32),
             "seg": np.concatenate(seg).astype(np.float32),
             "source_mask": source_mask,
+            "available": present,
             "target": np.int64(target),
         }
 
@@ -208,6 +211,7 @@ def to_batch(raw: dict, n_sequences: int, context: int) -> Batch:
     return Batch(
         images=images,
         source_mask=torch.from_numpy(np.asarray(raw["source_mask"])).float(),
+        available=torch.from_numpy(np.asarray(raw["available"])).float(),
         target=target,
         target_image=centre.unsqueeze(1).contiguous(),
         brain_mask=seg[:, :1] > 0.5,

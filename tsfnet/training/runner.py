@@ -21,9 +21,9 @@ import torch.distributed as dist
 from torch import nn
 
 from tsfnet.atomic import write_json
-from tsfnet.devices import autocast, resolve_device
+from tsfnet.devices import resolve_device
 from tsfnet.errors import TsfnetError
-from tsfnet.model import FusionModel, input_channels
+from tsfnet.model import Network, build_model, input_channels
 from tsfnet.planning.plans import load_plans
 from tsfnet.preprocessing.pipeline import list_preprocessed
 from tsfnet.progress import make_progress
@@ -36,7 +36,6 @@ from tsfnet.training.stages import Stage
 from tsfnet.training.validation import validate
 
 log = logging.getLogger("tsfnet")
-STAGE_ORDER = {"synthesis": ("pretrain", "finetune"), "segmentation": ("segment",)}
 LOG_EVERY = 10
 
 
@@ -65,7 +64,7 @@ class TrainOptions:
 @dataclass
 class TrainResult:
     model_dir: Path
-    model: FusionModel
+    model: Network
     history: list[dict] = field(default_factory=list)
 
 
@@ -75,12 +74,12 @@ def model_dir_for(output: Path, fusion: str, config: str, fold: int | str, head:
     return Path(output) / name / f"fold_{fold}"
 
 
-def stages_to_run(head: str, stage: str) -> list[str]:
-    order = STAGE_ORDER.get(head, ("segment",))
+def stages_to_run(model: Network, stage: str) -> list[str]:
+    order = model.stages
     if stage == "all":
         return list(order)
     if stage not in order:
-        raise TsfnetError(f"stage '{stage}' does not apply to head '{head}'; choose from all, {', '.join(order)}")
+        raise TsfnetError(f"stage '{stage}' does not apply to this model; choose from all, {', '.join(order)}")
     return [stage]
 
 
@@ -126,7 +125,7 @@ class Trainer:
         self.cases = CaseStore(store, sorted(set(self.train_ids) | set(self.val_ids)), self.plans["channel_names"])
         output = Path(options.output) if options.output else store.parent.parent / "tsfnet_results" / store.name
         self.model_dir = model_dir_for(output, options.fusion, options.config, options.fold, options.head)
-        self.model = FusionModel(self.plans, options.fusion, options.head, options.config).to(self.device)
+        self.model = build_model(self.plans, options.fusion, options.head, options.config).to(self.device)
         self.history: list[dict] = []
         self.configuration = self.plans["configurations"][options.config]
         self.context = input_channels(self.plans, options.config)
@@ -149,7 +148,7 @@ class Trainer:
             }
             write_json(self.path("model.json"), settings)
 
-    def checkpoint_state(self, stage: str, step: int, optimizer, scheduler, best: float, done: bool) -> dict:
+    def checkpoint_state(self, stage: str, step: int, optimizers, schedulers, best: float, done: bool) -> dict:
         return {
             "fusion": self.options.fusion,
             "head": self.options.head,
@@ -159,8 +158,8 @@ class Trainer:
             "stage_done": done,
             "best": best,
             "model": self.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
             "rng": rng_state(),
         }
 
@@ -175,7 +174,7 @@ class Trainer:
         path = self.path("training_log.jsonl")
         if not path.is_file():
             return
-        order = list(STAGE_ORDER.get(self.options.head, ("segment",)))
+        order = list(self.model.stages)
         kept = []
         for line in path.read_text().splitlines():
             entry = json.loads(line)
@@ -189,7 +188,7 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> TrainResult:
         self.write_model_folder()
-        stages = stages_to_run(self.options.head, self.options.stage)
+        stages = stages_to_run(self.model, self.options.stage)
         resume_state = None
         if self.options.resume:
             latest = self.path("checkpoint_latest.pt")
@@ -240,29 +239,29 @@ class Trainer:
         steps, lr, schedule, batch_size = self.stage_settings(stage)
         if state is None and stage.name == "finetune":
             self.load_stage_start()
-        parameters = stage.prepare(self.model)
-        optimizer = torch.optim.Adam(parameters, lr=lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            (lambda s: max(0.0, 1 - s / max(steps, 1)) ** 0.9) if schedule == "poly" else (lambda s: 1.0),
-        )
+        optimizers = stage.optimizers(self.model, lr)
+        if len(optimizers) > 1 and self.dist.enabled:
+            raise TsfnetError(f"stage '{stage.name}' alternates several optimizers; train it on one process")
+        decay = (lambda s: max(0.0, 1 - s / max(steps, 1)) ** 0.9) if schedule == "poly" else (lambda s: 1.0)
+        schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, decay) for k, o in optimizers.items()}
         start, best = 0, -float("inf")
         if state is not None:
             self.model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            for key, optimizer in optimizers.items():
+                optimizer.load_state_dict(state["optimizers"][key])
+                schedulers[key].load_state_dict(state["schedulers"][key])
             restore_rng(state["rng"])
             start, best = int(state["step"]), float(state["best"])
         network = self.dist.wrap(self.model, self.device)
         if self.options.compile:
             network = torch.compile(network)
-        criterion = self.criterion(stage)
+        criterion = self.criterion(stage) if stage.uses_criterion else None
         workers = self.options.num_workers if self.options.num_workers is not None else self.training["num_workers"]
         loader = TaskBatchLoader(
             self.cases,
             self.configuration["patch_size"],
             batch_size,
-            stage.many_to_one,
+            stage.sampling,
             seed=self.seed * 1_000_003 + start * 101 + self.dist.rank,
             context_slices=self.context,
             needs_labels=stage.needs_labels,
@@ -282,15 +281,12 @@ class Trainer:
             )
             for step in range(start + 1, steps + 1):
                 batch = to_batch(next(batches), self.model.n_sequences, self.context).to(self.device)
-                with autocast(self.device):
-                    loss = stage.loss(network, batch, criterion)
+                loss = stage.step(network, batch, criterion, optimizers, (step - 1) / steps)
                 if not torch.isfinite(loss):
                     raise TsfnetError(f"{stage.name} step {step}: loss is {loss.item()} (try a lower --lr)")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                running.append(float(loss.detach()))
+                for scheduler in schedulers.values():
+                    scheduler.step()
+                running.append(float(loss))
                 if step % LOG_EVERY == 0 or step == steps:
                     rate = (step - start) / max(time.time() - began, 1e-9)
                     self.log_event(
@@ -298,7 +294,7 @@ class Trainer:
                             "stage": stage.name,
                             "step": step,
                             "loss": float(np.mean(running)),
-                            "lr": scheduler.get_last_lr()[0],
+                            "lr": next(iter(schedulers.values())).get_last_lr()[0],
                             "it_s": rate,
                         }
                     )
@@ -306,7 +302,7 @@ class Trainer:
                     running = []
                 progress.update(task, completed=step)
                 if step % val_every == 0 or step == steps:
-                    best = self.validate_and_save(stage, step, steps, optimizer, scheduler, best)
+                    best = self.validate_and_save(stage, step, steps, optimizers, schedulers, best)
         if hasattr(batches, "_finish"):
             batches._finish()
 
@@ -318,7 +314,7 @@ class Trainer:
         encoder_and_head = {k: v for k, v in weights.items() if not k.startswith("fusion.")}
         self.model.load_state_dict(encoder_and_head, strict=False)
 
-    def validate_and_save(self, stage: Stage, step: int, steps: int, optimizer, scheduler, best: float) -> float:
+    def validate_and_save(self, stage: Stage, step: int, steps: int, optimizers, schedulers, best: float) -> float:
         metrics: dict[str, float] = {}
         if self.dist.is_main:
             metrics = validate(
@@ -337,7 +333,7 @@ class Trainer:
             done = step == steps
             improved = score > best
             best = max(best, score)
-            state = self.checkpoint_state(stage.name, step, optimizer, scheduler, best, done)
+            state = self.checkpoint_state(stage.name, step, optimizers, schedulers, best, done)
             save_checkpoint(self.path("checkpoint_latest.pt"), state)
             if improved and stage.name != "pretrain":
                 save_checkpoint(self.path("checkpoint_best.pt"), state)

@@ -2,7 +2,9 @@
 
 `pretrain` is Seq2Seq's stage 1: E and G one-to-one. `finetune` is TSF's stage 2:
 E frozen, fusion and G trained many-to-one on both G(f̂) and G(f̂ + f_A).
-`segment` trains E, fusion and the segmentation head on tumour labels.
+`segment` trains E, fusion and the segmentation head on tumour labels. A stage says
+how tasks are sampled, what is trained with which optimizers, and what one step does;
+the runner owns everything else.
 """
 
 from __future__ import annotations
@@ -11,32 +13,55 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsfnet.model import FusionModel
+from tsfnet.devices import autocast
+from tsfnet.fusion.base import Network
 from tsfnet.registry import register
 from tsfnet.training.batch import Batch
 
 
 class Stage:
     name = ""
-    many_to_one = True  # how tasks are sampled
+    sampling = "many_to_one"  # a function of tsfnet.tasks.SAMPLERS: how each sample draws its task
     needs_labels = False
+    uses_criterion = True  # the runner's reconstruction + perceptual loss
 
-    def prepare(self, model: FusionModel) -> list[nn.Parameter]:
+    def prepare(self, model: Network) -> list[nn.Parameter]:
         """Freeze what this stage does not train; return what it does."""
         for p in model.parameters():
             p.requires_grad_(True)
         return list(model.parameters())
 
+    def optimizers(self, model: Network, lr: float) -> dict[str, torch.optim.Optimizer]:
+        return {"model": torch.optim.Adam(self.prepare(model), lr=lr)}
+
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         raise NotImplementedError
+
+    def step(
+        self,
+        model: nn.Module,
+        batch: Batch,
+        criterion: nn.Module | None,
+        optimizers: dict[str, torch.optim.Optimizer],
+        progress: float,
+    ) -> torch.Tensor:
+        """One optimisation step; returns the loss to log. `progress` is step / steps."""
+        (optimizer,) = optimizers.values()
+        with autocast(batch.images.device):
+            loss = self.loss(model, batch, criterion)
+        optimizer.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):
+            loss.backward()
+            optimizer.step()
+        return loss.detach()
 
 
 @register("trainer", "pretrain")
 class PretrainStage(Stage):
     name = "pretrain"
-    many_to_one = False
+    sampling = "one_to_one"
 
-    def prepare(self, model: FusionModel) -> list[nn.Parameter]:
+    def prepare(self, model: Network) -> list[nn.Parameter]:
         for p in model.parameters():
             p.requires_grad_(False)
         trained = [*model.encoder.parameters(), *model.head.parameters()]
@@ -47,14 +72,14 @@ class PretrainStage(Stage):
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         source = batch.source_mask.argmax(dim=1)
         images = batch.images[torch.arange(len(source), device=source.device), source]
-        return criterion(model(images, batch.target, one_to_one=True), batch.target_image)
+        return criterion(model(images, batch.target, phase="one_to_one"), batch.target_image)
 
 
 @register("trainer", "finetune")
 class FinetuneStage(Stage):
     name = "finetune"
 
-    def prepare(self, model: FusionModel) -> list[nn.Parameter]:
+    def prepare(self, model: Network) -> list[nn.Parameter]:
         for p in model.parameters():
             p.requires_grad_(True)
         for p in model.encoder.parameters():

@@ -7,7 +7,7 @@ import torch
 
 from tsfnet.evaluation.metrics import brats_dice, psnr, ssim
 from tsfnet.inference.engine import predict_targets
-from tsfnet.model import FusionModel
+from tsfnet.model import Network
 from tsfnet.tasks import all_tasks
 from tsfnet.training.data import CaseStore
 
@@ -35,7 +35,7 @@ def evaluation_window(mask: np.ndarray, patch: list[int]) -> tuple[slice, ...]:
 
 
 def validate(
-    model: FusionModel,
+    model: Network,
     store: CaseStore,
     case_ids: list[str],
     stage: str,

@@ -1,0 +1,67 @@
+"""What the image-level GAN baselines share: zero imputation of the missing inputs and
+the pieces the `AdversarialStage` trainer drives (generator and discriminator)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tsfnet.fusion.base import Network, expand_mask
+from tsfnet.training.batch import Batch
+
+
+@dataclass
+class AdversarialTerms:
+    """One generator pass, ready for the least-squares GAN losses."""
+
+    real: torch.Tensor  # discriminator input from real images
+    fake: torch.Tensor  # discriminator input holding the synthesis (gradients reach G)
+    fake_label: torch.Tensor  # (B, maps): what the discriminator should answer for `fake` (0 = synthesised)
+    weight: torch.Tensor  # (B, maps): which score maps count (0 = no real image to judge against)
+    reconstruction: torch.Tensor  # the generator's weighted non-adversarial loss
+    groups: torch.Tensor | None = None  # (B,) which discriminator judges each sample (pix2pix)
+
+
+class AdversarialNetwork(Network):
+    """An image-level network with its own discriminator(s) (attribute names starting
+    with `discriminator`); encode is zero imputation of the non-sources."""
+
+    phases = ("synthesise", "generate", "discriminate")
+    gan_weight = 1.0
+
+    def __init__(self, plans: dict, config: str) -> None:
+        super().__init__()
+        from tsfnet.model import input_channels
+
+        self.n_sequences = len(plans["channel_names"])
+        self.dims = 2 if config == "2d" else 3
+        self.context = input_channels(plans, config)
+        self.patch_size = list(plans["configurations"][config]["patch_size"])
+
+    def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+        """Missing inputs are zero-filled (MM-GAN's imputation; images live in [-1, 1])."""
+        return images * expand_mask(source_mask.to(images.dtype), images)
+
+    def centre(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, N, Cin, *S) -> (B, N, *S): the slice being synthesised (2.5D inputs have context)."""
+        return images[:, :, self.context // 2]
+
+    def discriminator_layers(self, wanted: int) -> int:
+        """PatchGAN depth that the smallest patch side supports (two 4-wide stride-1 convs follow)."""
+        return max(1, min(wanted, int(math.log2(min(self.patch_size))) - 2))
+
+    def generator_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("discriminator")]
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if name.startswith("discriminator")]
+
+    def generate(self, batch: Batch, progress: float) -> AdversarialTerms:
+        """One generator pass on a training batch; `progress` in [0, 1] drives curricula."""
+        raise NotImplementedError
+
+    def discriminate(self, images: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
