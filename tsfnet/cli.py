@@ -187,7 +187,7 @@ def train(
     head: Annotated[str, typer.Option("--head", help="synthesis or segmentation.")] = "synthesis",
     config: Annotated[str, typer.Option("--config", help="2d (slices) or 3d (patches).")] = "2d",
     fold: Annotated[str, typer.Option("--fold", help="0-4, or 'all' to train on every case.")] = "0",
-    stage: Annotated[str, typer.Option("--stage", help="pretrain, finetune or all.")] = "all",
+    stage: Annotated[str, typer.Option("--stage", help="all, or one stage: pretrain/finetune (tsf...), segment, or a baseline's own.")] = "all",
     steps: Annotated[int | None, typer.Option("--steps", help="Steps per stage (default: plans).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default: plans.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: plans).")] = None,
@@ -202,7 +202,8 @@ def train(
     val_every: Annotated[int | None, typer.Option("--val-every", help="Validate and checkpoint every N steps.")] = None,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the network.")] = False,
 ) -> None:
-    """Train a fusion model: stage 1 (pretrain E, G) then stage 2 (finetune fusion + G, E frozen)."""
+    """Train a fusion model: stage 1 (pretrain E, G) then stage 2 (finetune fusion + G, E frozen);
+    baselines (mmgan, hinet, pix2pix, seq2seq-avg) train through their own stages."""
     from tsfnet.training.runner import TrainOptions
     from tsfnet.training.runner import train as run_train
 
