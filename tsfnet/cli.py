@@ -187,7 +187,10 @@ def train(
     head: Annotated[str, typer.Option("--head", help="synthesis or segmentation.")] = "synthesis",
     config: Annotated[str, typer.Option("--config", help="2d (slices) or 3d (patches).")] = "2d",
     fold: Annotated[str, typer.Option("--fold", help="0-4, or 'all' to train on every case.")] = "0",
-    stage: Annotated[str, typer.Option("--stage", help="all, or one stage: pretrain/finetune (tsf...), segment, or a baseline's own.")] = "all",
+    stage: Annotated[
+        str,
+        typer.Option("--stage", help="all, or one stage: pretrain/finetune (tsf...), segment, or a baseline's own."),
+    ] = "all",
     steps: Annotated[int | None, typer.Option("--steps", help="Steps per stage (default: plans).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default: plans.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: plans).")] = None,
