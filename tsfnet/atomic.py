@@ -5,12 +5,37 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tsfnet.errors import InputError
+
+TEMPORARY = re.compile(r"^\..+\.tmp(\d+)(\.[^/]*)?$")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporaries a killed process left behind (its pid no longer runs), so an
+    interrupted run leaves nothing half-written once the next run starts."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp*") if Path(folder).is_dir() else ():
+        match = TEMPORARY.match(path.name)
+        if match and path.is_file() and not _running(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_writable(path: Path, overwrite: bool) -> None:

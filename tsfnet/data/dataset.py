@@ -76,7 +76,8 @@ class RawDataset:
         labels = meta.get("labels", {})
         if not isinstance(labels, dict):
             raise InputError(meta_path, f"'labels' must be an object, got {type(labels).__name__}")
-        cases = scan_cases(root / images_folder, len(channel_names), file_ending, root / "labelsTr")
+        labels_folder = root / images_folder.replace("images", "labels", 1)  # imagesTs -> labelsTs
+        cases = scan_cases(root / images_folder, len(channel_names), file_ending, labels_folder)
         return cls(root, channel_names, file_ending, labels, cases)
 
     def case(self, case_id: str) -> RawCase:
@@ -133,6 +134,11 @@ def scan_cases(folder: Path, n_channels: int, file_ending: str, labels_folder: P
         channel_files.setdefault(match["case"], {})[channel] = path
     if not channel_files:
         raise InputError(folder, "folder is empty: no CASE_XXXX image files found")
+    if labels_folder is not None and labels_folder.is_dir():
+        for path in sorted(labels_folder.iterdir()):
+            parts = split_ending(path.name)
+            if parts and not path.name.startswith(".") and parts[0] not in channel_files:
+                raise InputError(path, f"case '{parts[0]}' has a label but no image channels in {folder.name}/")
     cases = []
     for case_id, files in sorted(channel_files.items()):
         label = None

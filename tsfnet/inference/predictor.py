@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsfnet.atomic import write_json
+from tsfnet.atomic import remove_stale_temporaries, write_json
 from tsfnet.data.dataset import RawCase, load_case
 from tsfnet.data.volume_io import write_volume
 from tsfnet.errors import InputError, TsfnetError
@@ -188,6 +188,7 @@ def predict_folder(
     cases = find_input_cases(input_dir, len(trained.channel_names))
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output)
     report = PredictReport()
     for case in track(cases, "predicting", enabled=progress):
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsfnet.atomic import atomic_path, read_json, write_json
+from tsfnet.atomic import atomic_path, read_json, remove_stale_temporaries, write_json
 from tsfnet.data.dataset import CaseVolumes, RawCase, RawDataset, load_case
 from tsfnet.data.volume_io import Geometry
 from tsfnet.errors import InputError
@@ -165,6 +165,7 @@ def preprocess_dataset(
 ) -> dict[str, int]:
     """Preprocess every case; up-to-date cases are skipped unless `overwrite`."""
     (Path(store) / CASES_FOLDER).mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(Path(store) / CASES_FOLDER)
     job = partial(_preprocess_one, store=Path(store), plans=plans, overwrite=overwrite)
     outcomes = parallel_map(job, dataset.cases, "preprocessing", workers, progress)
     return {"done": outcomes.count("done"), "skipped": outcomes.count("skipped")}

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tsfnet.atomic import write_json
+from tsfnet.atomic import remove_stale_temporaries, write_json
 from tsfnet.devices import resolve_device
 from tsfnet.errors import TsfnetError
 from tsfnet.model import Network, build_model, input_channels
@@ -137,6 +137,7 @@ class Trainer:
     def write_model_folder(self) -> None:
         if self.dist.is_main:
             self.model_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.model_dir)
             write_json(self.path("plans.json"), self.plans)
             settings = {
                 "fusion": self.options.fusion,
