@@ -330,3 +330,39 @@ def test_dataset_json_validation_never_crashes(tmp_path, channel_names, file_end
         RawDataset.load(root)
     except InputError as exc:
         assert str(exc).startswith(str(root)) and "\n" not in str(exc)
+
+
+KILL_ON_NTH_CHECKPOINT = """
+import os, signal, sys
+import torch
+from tsfnet.cli import main
+count = 0
+real_save = torch.save
+def save_then_die(obj, path, *args, **kwargs):
+    global count
+    count += 1
+    if count == int(sys.argv[1]):
+        open(path, "wb").write(b"half a checkpoint")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, path, *args, **kwargs)
+torch.save = save_then_die
+main(sys.argv[2:])
+"""
+
+
+def test_train_killed_while_saving_a_checkpoint_resumes(store, tmp_path):
+    argv = ["train", "-p", str(store), "--stage", "pretrain", "--steps", "8", "--val-every", "2", "--workers", "0"]
+    argv += ["--device", "cpu", "-o", str(tmp_path)]
+    # pretrain saves only checkpoint_latest.pt (at steps 2, 4, 6, 8): the 3rd save is step 6.
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_ON_NTH_CHECKPOINT, "3", *argv], capture_output=True, text=True, timeout=600
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    folder = tmp_path / "tsf__2d" / "fold_0"
+    from tsfnet.training.checkpoint import load_checkpoint
+
+    assert load_checkpoint(folder / "checkpoint_latest.pt")["step"] == 4  # the previous checkpoint, whole
+    resumed = subprocess.run([sys.executable, "-m", "tsfnet", *argv, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(folder / "checkpoint_latest.pt")["step"] == 8
+    assert not list(folder.glob(".*")), "the half-written temporary is swept on resume"
