@@ -18,9 +18,13 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def write_result(name: str, lines: list[str]) -> Path:
+def result_path(name: str, suffix: str = ".md") -> Path:
+    """results/<name>_<date><suffix>: one result per benchmark and day, kept in git."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.date.today().isoformat()
-    path = RESULTS / f"{name}_{stamp}.md"
+    return RESULTS / f"{name}_{datetime.date.today().isoformat()}{suffix}"
+
+
+def write_result(name: str, lines: list[str]) -> Path:
+    path = result_path(name)
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -1,9 +1,10 @@
-"""Forward + backward time and peak memory of one `tsf` training step (stage 2 loss on
-both outputs) at the paper's 2D size (192x192 slices, batch 8) and a 3D patch.
+"""Time and peak memory of one training step at the paper's 2D size (192x192 slices,
+batch 8) and a 3D patch. `tsf` is timed in its stage 2 (E frozen; loss on G(f̂) and
+G(f̂ + f_A)); any other fusion in its last stage (the GAN baselines: one discriminator
+and one generator update). CPU always; on CUDA fp32, bf16 autocast, channels_last
+and torch.compile variants.
 
-CPU always; on CUDA also bf16 autocast, channels_last and torch.compile variants.
-
-    python benchmarks/model_speed.py [--steps 3] [--batch 8] [--patch3d 64]
+    python benchmarks/model_speed.py [--steps 3] [--batch 8] [--patch3d 64] [--fusion tsf]
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, write_result
 
-from tsfnet.devices import autocast
-from tsfnet.model import FusionModel
+from tsfnet.model import build_model
 from tsfnet.planning.planner import network_for
+from tsfnet.registry import registry
+from tsfnet.training.batch import Batch
+from tsfnet.training.losses import SynthesisCriterion
 
 N = 4
 
@@ -37,7 +40,25 @@ def paper_plans() -> dict:
     }
 
 
+def random_batch(shape: tuple[int, ...], batch: int, device: torch.device, channels_last: bool) -> Batch:
+    """Three sources, FLAIR the target (pix2pix's pair stage uses the first source)."""
+    images = torch.rand(batch, N, 1, *shape, device=device) * 2 - 1
+    if channels_last and len(shape) == 2:
+        images = images.contiguous(memory_format=torch.channels_last)
+    mask = torch.zeros(batch, N, device=device)
+    mask[:, :3] = 1
+    return Batch(
+        images=images,
+        source_mask=mask,
+        target=torch.full((batch,), 3, device=device),
+        target_image=images[:, 3, :1].contiguous(),
+        brain_mask=torch.ones(batch, 1, *shape, dtype=torch.bool, device=device),
+        available=torch.ones(batch, N, device=device),
+    )
+
+
 def step_time(
+    fusion: str,
     config: str,
     shape: tuple[int, ...],
     batch: int,
@@ -45,20 +66,19 @@ def step_time(
     steps: int,
     compile_model: bool = False,
     channels_last: bool = False,
+    precision: str = "bf16",
 ) -> tuple[float, float]:
+    """(seconds per step, peak GiB) of the fusion's last training stage, through Stage.step."""
     torch.manual_seed(0)
-    model = FusionModel(paper_plans(), "tsf", config=config).to(device)
-    for p in model.encoder.parameters():
-        p.requires_grad_(False)  # stage 2: E frozen
+    plans = paper_plans()
+    plans["configurations"][config]["patch_size"] = list(shape)
+    model = build_model(plans, fusion, config=config).to(device)
+    stage = registry.get("trainer", model.stages[-1])()
+    stage.precision = precision
+    optimizers = stage.optimizers(model, 1e-4)
+    criterion = SynthesisCriterion().to(device) if stage.uses_criterion else None
     network = torch.compile(model) if compile_model else model
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    images = torch.randn(batch, N, 1, *shape, device=device)
-    if channels_last and config == "2d":
-        images = images.contiguous(memory_format=torch.channels_last)
-    mask = torch.zeros(batch, N, device=device)
-    mask[:, :3] = 1
-    target = torch.full((batch,), 3, device=device)
-    reference = torch.rand(batch, 1, *shape, device=device) * 2 - 1
+    data = random_batch(shape, batch, device, channels_last)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -66,12 +86,7 @@ def step_time(
         if device.type == "cuda":
             torch.cuda.synchronize()
         began = time.perf_counter()
-        with autocast(device):
-            out = network(images, mask, target)
-            loss = (out.output - reference).abs().mean() + (out.base - reference).abs().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        stage.step(network, data, criterion, optimizers, 0.5)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if step:  # the first step warms up (allocations, compilation)
@@ -84,41 +99,46 @@ def step_time(
     return sum(times) / len(times), peak / 1024**3
 
 
+def gpu_variants() -> tuple[tuple[str, dict], ...]:
+    return (
+        ("fp32", {"precision": "fp32"}),
+        ("bf16", {}),
+        ("bf16 channels_last", {"channels_last": True}),
+        ("bf16 compile", {"compile_model": True}),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--patch3d", type=int, default=64)
+    parser.add_argument("--fusion", default="tsf")
     args = parser.parse_args()
     rows = []
     cases = [("2d", (192, 192), args.batch), ("3d", (args.patch3d,) * 3, 2)]
     cpu = torch.device("cpu")
     for config, shape, batch in cases:
-        seconds, peak = step_time(config, shape, batch, cpu, args.steps)
-        rows.append(
-            f"| cpu fp32 | {config} | {'x'.join(map(str, shape))} | {batch} | {seconds:.2f} | {peak:.1f} (RSS) |"
-        )
+        seconds, peak = step_time(args.fusion, config, shape, batch, cpu, args.steps)
+        size = "x".join(map(str, shape))
+        rows.append(f"| cpu fp32 | {config} | {size} | {batch} | {seconds:.2f} | {peak:.1f} (RSS) |")
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
         for config, shape, batch in cases:
-            for label, kwargs in (
-                ("bf16", {}),
-                ("bf16 channels_last", {"channels_last": True}),
-                ("bf16 compile", {"compile_model": True}),
-            ):
-                seconds, peak = step_time(config, shape, batch, gpu, args.steps, **kwargs)
-                rows.append(
-                    f"| cuda {label} | {config} | {'x'.join(map(str, shape))} | {batch} | {seconds:.3f} | {peak:.1f} |"
-                )
+            for label, kwargs in gpu_variants():
+                seconds, peak = step_time(args.fusion, config, shape, batch, gpu, args.steps, **kwargs)
+                size = "x".join(map(str, shape))
+                rows.append(f"| cuda {label} | {config} | {size} | {batch} | {seconds:.3f} | {peak:.1f} |")
     lines = [
-        "# model_speed",
+        f"# model_speed ({args.fusion})",
         "",
         f"Command: `python benchmarks/model_speed.py --steps {args.steps} --batch {args.batch} "
-        f"--patch3d {args.patch3d}`",
+        f"--patch3d {args.patch3d} --fusion {args.fusion}`",
         f"Machine: {machine()}",
         "",
-        "One stage-2 `tsf` step (E frozen; L1 on G(f̂) and G(f̂+f_A); Adam) with the paper's network "
-        "(widths 64/128/256, 6 residual blocks, HyperConv basis 16), 3 sources, mean of the timed steps.",
+        f"One training step of `{args.fusion}` (its last stage; for tsf stage 2: E frozen, L1 on G(f̂) and "
+        "G(f̂+f_A), Adam) with the paper's network (widths 64/128/256, 6 residual blocks, HyperConv basis 16), "
+        "3 sources, mean of the timed steps after one warm-up step.",
         "",
         "| device | config | input | batch | s / step | peak GiB |",
         "|---|---|---|---|---|---|",
@@ -127,10 +147,10 @@ def main() -> None:
     if not torch.cuda.is_available():
         lines += [
             "",
-            "No CUDA device on this machine: the GPU rows (bf16, channels_last, torch.compile) are "
-            "produced by the same command on a GPU machine.",
+            "No CUDA device on this machine: the GPU rows (bf16, channels_last, torch.compile) come from the "
+            "same command on a GPU machine.",
         ]
-    print(write_result("model_speed", lines).read_text())
+    print(write_result(f"model_speed_{args.fusion}", lines).read_text())
 
 
 if __name__ == "__main__":

@@ -213,3 +213,5 @@ def test_baseline_trains_and_predicts_through_the_cli(fusion, baseline_store, tm
     assert synthesis.shape == reference.shape and np.allclose(synthesis.affine, reference.affine)
     meta = json.loads((tmp_path / "out" / "B_T2_weights.json").read_text())
     assert meta["fusion"] == fusion and sorted(meta["sources"]) == ["FLAIR", "T1"]
+    explained = tsfnet("explain", "-m", str(model_dir), "-o", str(tmp_path / "explain"))
+    assert explained.returncode == 1 and "without task weights" in explained.stderr

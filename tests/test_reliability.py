@@ -164,6 +164,11 @@ def test_train_unknown_plugin_is_one_line(store, tmp_path, capsys, args, problem
     assert problem in line
 
 
+def test_train_unknown_precision_is_one_line(store, tmp_path, capsys):
+    line = one_error_line(*cli(capsys, "train", "-p", str(store), "-o", str(tmp_path), "--precision", "fp16"))
+    assert "unknown --precision 'fp16'; use bf16 or fp32" in line
+
+
 def test_train_with_plans_of_another_schema_is_one_line(store, tmp_path, capsys):
     copy = Path(shutil.copytree(store, tmp_path / "store"))
     plans = json.loads((copy / "plans.json").read_text())

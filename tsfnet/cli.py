@@ -204,6 +204,7 @@ def train(
     workers: Annotated[int | None, typer.Option("--workers", help="Data-loading processes (0: in-process).")] = None,
     val_every: Annotated[int | None, typer.Option("--val-every", help="Validate and checkpoint every N steps.")] = None,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the network.")] = False,
+    precision: Annotated[str, typer.Option("--precision", help="On CUDA: bf16 autocast or fp32.")] = "bf16",
 ) -> None:
     """Train a fusion model: stage 1 (pretrain E, G) then stage 2 (finetune fusion + G, E frozen);
     baselines (mmgan, hinet, pix2pix, seq2seq-avg) train through their own stages."""
@@ -229,6 +230,7 @@ def train(
             num_workers=workers,
             val_every=val_every,
             compile=compile_model,
+            precision=precision,
         )
     )
     info(f"model folder: {result.model_dir}")

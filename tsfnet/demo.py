@@ -31,21 +31,28 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def make_test_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path, seed: int) -> int:
-    """From each complete test case, one virtual case per number of inputs (1, 2, 3),
-    keeping a random subset; the reference keeps all four."""
+def make_test_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path, seed: int, every_subset: bool = False) -> int:
+    """From each complete test case, virtual cases that keep only some inputs: one random
+    subset per number of inputs (1, 2, 3), or with `every_subset` all 14 proper
+    subsets (every one of the 28 tasks); the reference keeps all four."""
     rng = np.random.default_rng(seed)
     cases = RawDataset.load(raw, images_folder="imagesTs").cases
+    n = len(SEQUENCES)
     count = 0
-    for case, n_inputs in itertools.product(cases, range(1, len(SEQUENCES))):
-        keep = sorted(rng.choice(len(SEQUENCES), n_inputs, replace=False).tolist())
-        virtual = f"{case.case_id}_in{n_inputs}"
-        for channel, path in case.channel_files.items():
-            name = f"{virtual}_{channel:04d}.nii.gz"
-            _link(path, reference_dir / name)
-            if channel in keep:
-                _link(path, inputs_dir / name)
-        count += 1
+    for case, n_inputs in itertools.product(cases, range(1, n)):
+        if every_subset:
+            subsets = [list(s) for s in itertools.combinations(range(n), n_inputs)]
+        else:
+            subsets = [sorted(rng.choice(n, n_inputs, replace=False).tolist())]
+        for keep in subsets:
+            # CASE_in2 (one subset per size) or CASE_in2s03 (kept channels 0 and 3)
+            virtual = f"{case.case_id}_in{n_inputs}" + ("s" + "".join(map(str, keep)) if every_subset else "")
+            for channel, path in case.channel_files.items():
+                name = f"{virtual}_{channel:04d}.nii.gz"
+                _link(path, reference_dir / name)
+                if channel in keep:
+                    _link(path, inputs_dir / name)
+            count += 1
     return count
 
 

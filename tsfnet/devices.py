@@ -25,8 +25,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (no loss scaling needed); full precision elsewhere."""
-    if device.type == "cuda":
+PRECISIONS = ("bf16", "fp32")
+
+
+def autocast(device: torch.device, precision: str = "bf16") -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (no loss scaling needed) unless fp32 is asked for; full
+    precision elsewhere."""
+    if precision not in PRECISIONS:
+        raise TsfnetError(f"unknown precision '{precision}'; use {' or '.join(PRECISIONS)}")
+    if device.type == "cuda" and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

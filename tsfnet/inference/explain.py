@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from tsfnet.atomic import atomic_path, write_json
+from tsfnet.errors import TsfnetError
 from tsfnet.inference.model_folder import TrainedModel
+from tsfnet.model import FusionModel
 from tsfnet.plotting import plt
 from tsfnet.tasks import all_tasks, task_code
 
@@ -17,6 +19,11 @@ def task_weights(trained: TrainedModel) -> list[dict]:
     """ω of every (source subset, target) code. For TSF/wavg ω depends on the code alone,
     so placeholder features suffice; other fusions report what they report on them."""
     model, names = trained.model, trained.channel_names
+    if not isinstance(model, FusionModel):
+        raise TsfnetError(
+            f"fusion '{trained.settings['fusion']}' is a whole network without task weights; "
+            "ω comes from the feature fusions (tsf, wavg, mean, max, ...)"
+        )
     n = len(names)
     channels = model.encoder.out_channels
     size = (4,) * model.dims

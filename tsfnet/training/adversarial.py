@@ -48,7 +48,7 @@ class AdversarialStage(Stage):
     ) -> torch.Tensor:
         network = model.module if hasattr(model, "module") else model
         generator, discriminator = optimizers["generator"], optimizers["discriminator"]
-        with autocast(batch.images.device):
+        with autocast(batch.images.device, self.precision):
             terms = model(batch, progress, phase="generate")
             real = model(terms.real, terms.groups, phase="discriminate")
             fake = model(terms.fake.detach(), terms.groups, phase="discriminate")
@@ -58,7 +58,7 @@ class AdversarialStage(Stage):
         discriminator.zero_grad(set_to_none=True)
         d_loss.backward()
         discriminator.step()
-        with autocast(batch.images.device):
+        with autocast(batch.images.device, self.precision):
             judged = model(terms.fake, terms.groups, phase="discriminate")
             g_loss = network.gan_weight * least_squares(judged, 1.0, terms.weight) + terms.reconstruction
         generator.zero_grad(set_to_none=True)

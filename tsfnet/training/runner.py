@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tsfnet.atomic import remove_stale_temporaries, write_json
-from tsfnet.devices import resolve_device
+from tsfnet.devices import PRECISIONS, resolve_device
 from tsfnet.errors import TsfnetError
 from tsfnet.model import Network, build_model, input_channels
 from tsfnet.planning.plans import load_plans
@@ -57,6 +57,7 @@ class TrainOptions:
     num_workers: int | None = None
     val_every: int | None = None
     compile: bool = False
+    precision: str = "bf16"
     progress: bool = True
     seed: int | None = None
 
@@ -115,6 +116,8 @@ class Trainer:
         self.plans = load_plans(store / "plans.json")
         self.training = self.plans["training"]
         self.seed = options.seed if options.seed is not None else int(self.training["seed"])
+        if options.precision not in PRECISIONS:
+            raise TsfnetError(f"unknown --precision '{options.precision}'; use {' or '.join(PRECISIONS)}")
         self.device = resolve_device(options.device)
         if self.device.type == "cuda" and self.device.index is None and "LOCAL_RANK" in os.environ:
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -206,7 +209,9 @@ class Trainer:
             if state is not None and state["stage_done"]:
                 self.model.load_state_dict(state["model"])
                 continue
-            self.run_stage(registry.get("trainer", stage_name)(), state)
+            stage = registry.get("trainer", stage_name)()
+            stage.precision = self.options.precision
+            self.run_stage(stage, state)
             resume_state = None
         if self.dist.is_main:
             from tsfnet.training.plots import plot_progress

@@ -24,6 +24,7 @@ class Stage:
     sampling = "many_to_one"  # a function of tsfnet.tasks.SAMPLERS: how each sample draws its task
     needs_labels = False
     uses_criterion = True  # the runner's reconstruction + perceptual loss
+    precision = "bf16"  # on CUDA; the runner sets it from --precision
 
     def prepare(self, model: Network) -> list[nn.Parameter]:
         """Freeze what this stage does not train; return what it does."""
@@ -47,7 +48,7 @@ class Stage:
     ) -> torch.Tensor:
         """One optimisation step; returns the loss to log. `progress` is step / steps."""
         (optimizer,) = optimizers.values()
-        with autocast(batch.images.device):
+        with autocast(batch.images.device, self.precision):
             loss = self.loss(model, batch, criterion)
         optimizer.zero_grad(set_to_none=True)
         if torch.isfinite(loss):

@@ -1,0 +1,103 @@
+"""Seconds and peak RAM to predict one BraTS-sized case (240x240x155, 1 mm) in each of
+its three missing-target variants (BraSyn's setting: one sequence missing, here T1Gd,
+T2 or FLAIR in turn, synthesised from the other three), with the paper's preset
+(2.5D, 192x192x128 crop, widths 64/128/256). The weights are random: speed does not
+depend on them. Targets (issue 6): CPU under 60 s and 4 GB on 2 cores; CUDA under 2 s.
+
+    python benchmarks/predict_speed.py [--device cpu] [--fusion tsf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine, write_result
+
+from tsfnet.atomic import write_json
+from tsfnet.data.phantom import BRATS_SHAPE, write_dataset
+from tsfnet.devices import resolve_device
+from tsfnet.inference.model_folder import load_model_folder
+from tsfnet.inference.predictor import predict_folder
+from tsfnet.model import build_model
+from tsfnet.planning.api import plan
+from tsfnet.training.checkpoint import save_checkpoint
+
+MISSING = (1, 2, 3)  # T1Gd, T2, FLAIR
+
+
+def random_model_folder(folder: Path, plans: dict, fusion: str) -> Path:
+    """A model folder as `tsfnet train` writes it, with untrained weights."""
+    torch.manual_seed(0)
+    model = build_model(plans, fusion)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "plans.json", plans)
+    write_json(folder / "model.json", {"fusion": fusion, "head": "synthesis", "config": "2d", "fold": 0})
+    save_checkpoint(folder / "checkpoint_best.pt", {"fusion": fusion, "head": "synthesis", "model": model.state_dict()})
+    return folder
+
+
+def predict_times(fusion: str, device: str, work: Path) -> tuple[dict[str, float], float, dict]:
+    """({variant: seconds}, peak RSS GiB of this process, plans)."""
+    raw = write_dataset(work / "raw", 1, downsample=1, seed=0, shape=BRATS_SHAPE)
+    _, plans = plan(raw, work / "pre" / raw.name, preset="brats2021_paper", workers=1, progress=False)
+    trained = load_model_folder(random_model_folder(work / "model", plans, fusion), resolve_device(device))
+    images = raw / "imagesTr"
+    times = {}
+    for missing in MISSING:
+        inputs = work / f"in_{missing}"
+        inputs.mkdir()
+        for channel in range(4):
+            if channel != missing:
+                os.link(images / f"PH_0000_{channel:04d}.nii.gz", inputs / f"PH_0000_{channel:04d}.nii.gz")
+        began = time.perf_counter()
+        report = predict_folder(trained, inputs, work / f"out_{missing}", progress=False)
+        if trained.device.type == "cuda":
+            torch.cuda.synchronize()
+        times[plans["channel_names"][missing]] = time.perf_counter() - began
+        assert len(report.written) == 1 and not report.failed
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return times, peak, plans
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--fusion", default="tsf")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        times, peak, plans = predict_times(args.fusion, args.device, Path(tmp))
+    target_s = 2.0 if args.device.startswith("cuda") else 60.0
+    rows = [f"| {name} | {seconds:.1f} | {'yes' if seconds < target_s else 'no'} |" for name, seconds in times.items()]
+    crop = "x".join(map(str, plans["crop_size"]))
+    lines = [
+        f"# predict_speed ({args.fusion}, {args.device})",
+        "",
+        f"Command: `python benchmarks/predict_speed.py --device {args.device} --fusion {args.fusion}`",
+        f"Machine: {machine()}; torch threads {torch.get_num_threads()}",
+        "",
+        f"One phantom case of {'x'.join(map(str, BRATS_SHAPE))} voxels; preset brats2021_paper (crop {crop}, "
+        f"{plans['configurations']['2d']['context_slices']} context slices, widths "
+        f"{plans['network']['encoder_widths']}); the whole `predict_folder` call per variant: read, "
+        "preprocess, synthesise every slice, restore the geometry, write the synthesis, TSEM and weights.",
+        "",
+        f"| missing (synthesised) | seconds | under {target_s:.0f} s |",
+        "|---|---|---|",
+        *rows,
+        "",
+        f"Peak resident memory of the process: {peak:.2f} GiB (target under 4 GB: {'met' if peak < 4 else 'not met'}).",
+    ]
+    print(write_result(f"predict_speed_{args.fusion}_{args.device.split(':')[0]}", lines).read_text())
+
+
+if __name__ == "__main__":
+    main()
