@@ -192,28 +192,31 @@ def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-KILL_ON_NTH_WRITE = """
-import os, signal, sys
-import nibabel
+KILL_ON_NTH_CALL = """
+import importlib, os, signal, sys
 from tsfnet.cli import main
-count = 0
-real_save = nibabel.save
-def save_then_die(image, path, *args, **kwargs):
-    global count
-    count += 1
-    if count == int(sys.argv[1]):
+module_name, function_name, nth = sys.argv[1], sys.argv[2], int(sys.argv[3])
+module = importlib.import_module(module_name)
+real = getattr(module, function_name)
+calls = 0
+def write_half_then_die(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == nth:
+        path = next(a for a in args if isinstance(a, (str, os.PathLike)))
         open(path, "wb").write(b"half a file")  # killed in the middle of a write
         os.kill(os.getpid(), signal.SIGKILL)
-    return real_save(image, path, *args, **kwargs)
-nibabel.save = save_then_die
-main(sys.argv[2:])
+    return real(*args, **kwargs)
+setattr(module, function_name, write_half_then_die)
+main(sys.argv[4:])
 """
 
 
-def run_killed(nth: int, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", KILL_ON_NTH_WRITE, str(nth), *argv], capture_output=True, text=True, timeout=600
-    )
+def run_killed(writer: str, nth: int, *argv: str) -> subprocess.CompletedProcess:
+    """Run the CLI; on the nth call of `writer` ("module.function") write half a file and SIGKILL."""
+    module, function = writer.rsplit(".", 1)
+    command = [sys.executable, "-c", KILL_ON_NTH_CALL, module, function, str(nth), *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
 def test_predict_killed_mid_write_leaves_no_partial_output_and_rerun_completes(trained, tmp_path):
@@ -225,7 +228,7 @@ def test_predict_killed_mid_write_leaves_no_partial_output_and_rerun_completes(t
             os.link(raw / f"PH_0006_{channel:04d}.nii.gz", inputs / f"{case}_{channel:04d}.nii.gz")
     out = tmp_path / "out"
     args = ("predict", "-i", str(inputs), "-o", str(out), "-m", str(trained.model_dir), "--device", "cpu")
-    killed = run_killed(4, *args)  # writes per target: TSEM, synthesis; the 4th is Q's synthesis
+    killed = run_killed("nibabel.save", 4, *args)  # writes per target: TSEM, synthesis; the 4th is Q's synthesis
     assert killed.returncode == -signal.SIGKILL
     visible = sorted(p.name for p in out.glob("*.nii.gz") if not p.name.startswith("."))
     assert visible == ["P_T2.nii.gz", "P_T2_tsem.nii.gz", "Q_T2_tsem.nii.gz"]  # Q's synthesis never appeared
@@ -249,19 +252,8 @@ def test_preprocess_killed_mid_write_then_rerun_completes(tmp_path):
     )
     assert planned.returncode == 0, planned.stderr
     cases = store / "cases"
-    np_save = """
-import os, signal, sys
-import numpy
-from tsfnet.cli import main
-real = numpy.savez_compressed
-def die(path, *a, **k):
-    open(path, "wb").write(b"half")
-    os.kill(os.getpid(), signal.SIGKILL)
-numpy.savez_compressed = die
-main(sys.argv[1:])
-"""
     argv = ("preprocess", "-d", str(raw), "-o", str(store), "--workers", "1")
-    killed = subprocess.run([sys.executable, "-c", np_save, *argv], capture_output=True, text=True, timeout=600)
+    killed = run_killed("numpy.savez_compressed", 1, *argv)
     assert killed.returncode == -signal.SIGKILL
     assert not [p for p in cases.glob("*.npz") if not p.name.startswith(".")]  # nothing half-written is visible
     rerun = subprocess.run([sys.executable, "-m", "tsfnet", *argv], capture_output=True, text=True, timeout=600)
@@ -337,31 +329,11 @@ def test_dataset_json_validation_never_crashes(tmp_path, channel_names, file_end
         assert str(exc).startswith(str(root)) and "\n" not in str(exc)
 
 
-KILL_ON_NTH_CHECKPOINT = """
-import os, signal, sys
-import torch
-from tsfnet.cli import main
-count = 0
-real_save = torch.save
-def save_then_die(obj, path, *args, **kwargs):
-    global count
-    count += 1
-    if count == int(sys.argv[1]):
-        open(path, "wb").write(b"half a checkpoint")
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real_save(obj, path, *args, **kwargs)
-torch.save = save_then_die
-main(sys.argv[2:])
-"""
-
-
 def test_train_killed_while_saving_a_checkpoint_resumes(store, tmp_path):
     argv = ["train", "-p", str(store), "--stage", "pretrain", "--steps", "8", "--val-every", "2", "--workers", "0"]
     argv += ["--device", "cpu", "-o", str(tmp_path)]
     # pretrain saves only checkpoint_latest.pt (at steps 2, 4, 6, 8): the 3rd save is step 6.
-    killed = subprocess.run(
-        [sys.executable, "-c", KILL_ON_NTH_CHECKPOINT, "3", *argv], capture_output=True, text=True, timeout=600
-    )
+    killed = run_killed("torch.save", 3, *argv)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     folder = tmp_path / "tsf__2d" / "fold_0"
     from tsfnet.training.checkpoint import load_checkpoint
