@@ -74,6 +74,17 @@ def test_output_shape_and_only_sources_matter(fusion):
     assert torch.equal(out.output, again.output)
 
 
+@pytest.mark.parametrize("fusion", BASELINES)
+def test_three_d_patches(fusion):
+    three_d = plans()
+    three_d["configurations"]["3d"] = {"patch_size": [16, 16, 16], "batch_size": 2}
+    model = build_model(three_d, fusion, config="3d").eval()
+    images = torch.rand(2, 4, 1, 16, 16, 16) * 2 - 1
+    with torch.no_grad():
+        out = model.synthesise(images, torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]]), torch.tensor([1, 3]))
+    assert out.output.shape == (2, 1, 16, 16, 16)
+
+
 def test_baselines_refuse_other_heads():
     from tsfnet.errors import TsfnetError
 
