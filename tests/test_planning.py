@@ -90,10 +90,13 @@ def test_brats_sized_plan_fits_brain_and_budget(tmp_path):
 def test_preset_applies_the_paper_setting(raw_dataset, tmp_path):
     _, plans = plan(raw_dataset, tmp_path / "pre", preset="brats2021_paper", progress=False, workers=1)
     assert plans["crop_size"] == [192, 192, 128]
-    assert plans["normalization"]["scheme"] == "p99x2"
+    assert plans["normalization"] == {"scheme": "p99x2", "percentile": 99.0}  # nothing of the planned scheme
     assert plans["configurations"]["2d"]["context_slices"] == 3
     assert plans["training"]["pretrain"]["lr"] == 2e-4 and plans["training"]["finetune"]["lr"] == 1e-4
     assert plans["preset"] == "brats2021_paper"
+    case = preprocess_volumes(load_case(RawDataset.load(raw_dataset).cases[0]), plans)
+    assert all(image.shape == (192, 192, 128) for image in case.images.values())
+    assert all(image.min() >= -1 and image.max() <= 1 for image in case.images.values())
 
 
 def test_unknown_preset_lists_shipped_ones(raw_dataset, tmp_path):

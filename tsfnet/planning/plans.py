@@ -149,5 +149,7 @@ def apply_preset(plans: dict, name_or_path: str) -> dict:
         raise InputError(path, "a preset must be a JSON object")
     overrides = {k: v for k, v in preset.items() if k not in ("description", "schema_version")}
     merged = deep_merge(plans, overrides)
+    if "normalization" in overrides:  # a scheme's parameters are its own: keep none of the planned scheme's
+        merged["normalization"] = copy.deepcopy(overrides["normalization"])
     merged["preset"] = path.stem
     return validate_plans(merged, path)
