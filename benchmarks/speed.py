@@ -9,10 +9,9 @@ torch.compile (training).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, write_result
 from model_speed import step_time
-from predict_speed import predict_times
+from predict_speed import in_fresh_process, predict_times, prepare_case
 
 SHAPE = (192, 192)
 
@@ -49,12 +48,13 @@ def main() -> None:
         base = rates[fusions[0]]
         train_rows += [f"| {device} {label} | {f} | {rate:.2f} | {rate / base:.2f} |" for f, rate in rates.items()]
     predict_rows = []
+    work = Path(tempfile.mkdtemp(prefix="tsfnet_speed_"))
+    raw, plans = prepare_case(work)
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         seconds = {}
         for fusion in fusions:
             # A fresh process per method, so its peak memory is its own.
-            with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                times, peak, _ = pool.submit(predict_times, fusion, device, Path(tmp)).result()
+            times, peak = in_fresh_process(predict_times, fusion, device, work / device, raw, plans)
             seconds[fusion] = (sum(times.values()) / len(times), peak)
         base = seconds[fusions[0]][0]
         predict_rows += [
@@ -84,6 +84,7 @@ def main() -> None:
         "|---|---|---|---|---|",
         *predict_rows,
     ]
+    shutil.rmtree(work, ignore_errors=True)
     if not torch.cuda.is_available():
         lines += ["", "No CUDA device here: the CUDA rows come from the same command on a GPU machine."]
     print(write_result("speed", lines).read_text())
