@@ -64,4 +64,5 @@ class AdversarialNetwork(Network):
         raise NotImplementedError
 
     def discriminate(self, images: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
-        raise NotImplementedError
+        """Score maps; `groups` picks per-sample discriminators where there are several."""
+        return self.discriminator(images)

@@ -166,6 +166,3 @@ class HiNet(AdversarialNetwork):
             weight=ones,
             reconstruction=self.l1_weight * l1 + self.reconstruction_weight * rec_l1,
         )
-
-    def discriminate(self, images: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
-        return self.discriminator(images)

@@ -92,6 +92,3 @@ class MMGAN(AdversarialNetwork):
             weight=available,
             reconstruction=self.l1_weight * l1,
         )
-
-    def discriminate(self, images: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
-        return self.discriminator(images)
