@@ -31,6 +31,12 @@ TINY_OPTIONS = {
 SIZE = 32
 
 
+@pytest.fixture(autouse=True)
+def seeded() -> None:
+    """Weights and random images are the same on every run."""
+    torch.manual_seed(0)
+
+
 def plans(context: int = 1) -> dict:
     return {
         "channel_names": ["T1", "T1Gd", "T2", "FLAIR"],
@@ -60,7 +66,6 @@ def batch_of(sources: list[list[int]], targets: list[int], context: int = 1, ava
 
 @pytest.mark.parametrize("fusion", BASELINES)
 def test_output_shape_and_only_sources_matter(fusion):
-    torch.manual_seed(0)
     model = build_model(plans(context=3), fusion, config="2d").eval()
     batch = batch_of([[0], [1, 3], [0, 1, 2]], [2, 0, 3], context=3)
     with torch.no_grad():
@@ -149,7 +154,8 @@ def test_seq2seq_average_is_the_mean_of_one_to_one_outputs():
     with torch.no_grad():
         averaged = model.synthesise(batch.images, batch.source_mask, batch.target)
         singles = [model(batch.images[:, s], batch.target, phase="one_to_one") for s in (0, 2)]
-    torch.testing.assert_close(averaged.output, (singles[0] + singles[1]) / 2, rtol=1e-5, atol=1e-6)
+    # float32: one batched pass against two single passes differ in the last bits only
+    torch.testing.assert_close(averaged.output, (singles[0] + singles[1]) / 2, rtol=1e-4, atol=1e-5)
     assert averaged.weights.tolist() == [[0.5, 0.0, 0.5, 0.0]]
 
 
@@ -168,7 +174,6 @@ def test_hinet_fusion_of_one_source_is_that_source_three_times():
 
 
 def test_adversarial_step_updates_generator_and_discriminator():
-    torch.manual_seed(0)
     model: AdversarialNetwork = build_model(plans(), "mmgan")
     stage = MMGANStage()
     optimizers = stage.optimizers(model, 1e-3)
