@@ -18,6 +18,19 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory. VmHWM restarts at exec, unlike ru_maxrss, which
+    a spawned child inherits from its parent on Linux."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
 def result_path(name: str, suffix: str = ".md") -> Path:
     """results/<name>_<date><suffix>: one result per benchmark and day, kept in git."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, write_result
+from common import machine, peak_rss_gib, write_result
 
 from tsfnet.atomic import write_json
 from tsfnet.data.phantom import BRATS_SHAPE, write_dataset
@@ -73,7 +72,7 @@ def predict_times(fusion: str, device: str, work: Path, raw: Path, plans: dict) 
             torch.cuda.synchronize()
         times[plans["channel_names"][missing]] = time.perf_counter() - began
         assert len(report.written) == 1 and not report.failed
-    return times, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    return times, peak_rss_gib()
 
 
 def in_fresh_process(function, *args):
