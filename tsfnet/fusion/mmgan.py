@@ -24,6 +24,11 @@ from tsfnet.registry import register
 from tsfnet.training.batch import Batch
 
 
+def present(batch: Batch) -> torch.Tensor:
+    """(B, N) the sequences each sample's case has (all, for a batch that does not say)."""
+    return batch.available if batch.available is not None else torch.ones_like(batch.source_mask)
+
+
 @register("fusion", "mmgan")
 class MMGAN(AdversarialNetwork):
     stages = ("mmgan",)
@@ -64,7 +69,7 @@ class MMGAN(AdversarialNetwork):
             return batch.source_mask
         allowed = 1 + int(progress / self.curriculum * (n - 2))
         mask = batch.source_mask.clone()
-        available = batch.available if batch.available is not None else torch.ones_like(mask)
+        available = present(batch)
         for b in range(len(mask)):
             missing = [i for i in range(n) if available[b, i] > 0 and mask[b, i] == 0 and i != int(batch.target[b])]
             surplus = len(missing) + 1 - allowed
@@ -77,7 +82,7 @@ class MMGAN(AdversarialNetwork):
         mask = self.scenario(batch, progress)
         real = self.centre(batch.images)
         fake = self.impute_all(self.encode(batch.images, mask))
-        available = batch.available if batch.available is not None else torch.ones_like(mask)
+        available = present(batch)
         imputed = available * (1 - mask)  # channels synthesised that have a real counterpart
         spatial = expand_mask(imputed, real)
         l1 = ((fake - real).abs() * spatial).sum() / (spatial.expand_as(real).sum().clamp(min=1))

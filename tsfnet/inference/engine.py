@@ -5,6 +5,7 @@ window and decoded for every requested target."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,24 +115,7 @@ def predict_targets(
     shape = images[sources[0]].shape
     n = model.n_sequences
     results = {t: Accumulator(shape, n) for t in targets}
-    if model.dims == 2:
-        todo = list(range(shape[2])) if slices is None else list(slices)
-        pieces = [
-            (
-                (slice(None), slice(None), todo[i : i + batch_size]),
-                slice_inputs(images, sources, n, context, todo[i : i + batch_size]),
-                1.0,
-            )
-            for i in range(0, len(todo), batch_size)
-        ]
-    else:
-        assert patch_size is not None
-        patch = [min(p, s) for p, s in zip(patch_size, shape, strict=True)]
-        importance = gaussian_importance(patch)
-        pieces = []
-        for starts in itertools.product(*[window_starts(s, p) for s, p in zip(shape, patch, strict=True)]):
-            window = tuple(slice(st, st + p) for st, p in zip(starts, patch, strict=True))
-            pieces.append((window, window_inputs(images, sources, n, window), importance))
+    pieces = _pieces(images, sources, n, model.dims, context, batch_size, patch_size, slices)
     with torch.no_grad(), autocast(device):
         for where, x, weight in pieces:
             batch = x.shape[0]
@@ -150,6 +134,33 @@ def predict_targets(
                     batch,
                 )
     return {t: acc.result() for t, acc in results.items()}
+
+
+def _pieces(
+    images: dict[int, np.ndarray],
+    sources: tuple[int, ...],
+    n: int,
+    dims: int,
+    context: int,
+    batch_size: int,
+    patch_size: list[int] | None,
+    slices: list[int] | None,
+) -> Iterator[tuple[tuple, torch.Tensor, np.ndarray | float]]:
+    """(where on the grid, model input, blending weight), built one at a time so only one
+    slice batch or window of inputs is in memory."""
+    shape = images[sources[0]].shape
+    if dims == 2:
+        todo = list(range(shape[2])) if slices is None else list(slices)
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i : i + batch_size]
+            yield (slice(None), slice(None), chunk), slice_inputs(images, sources, n, context, chunk), 1.0
+        return
+    assert patch_size is not None
+    patch = [min(p, s) for p, s in zip(patch_size, shape, strict=True)]
+    importance = gaussian_importance(patch)
+    for starts in itertools.product(*[window_starts(s, p) for s, p in zip(shape, patch, strict=True)]):
+        window = tuple(slice(st, st + p) for st, p in zip(starts, patch, strict=True))
+        yield window, window_inputs(images, sources, n, window), importance
 
 
 def _to_grid(tensor: torch.Tensor, dims: int) -> np.ndarray:
