@@ -22,6 +22,18 @@ from tsfnet.registry import register
 from tsfnet.training.batch import Batch
 
 
+def by_group(modules: nn.ModuleList, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """modules[g] applied to the samples of group g, one call per group, results in batch order."""
+    out: torch.Tensor | None = None
+    for group in groups.unique():
+        chosen = groups == group
+        y = modules[int(group)](x[chosen])
+        out = y.new_zeros(len(x), *y.shape[1:]) if out is None else out
+        out[chosen] = y
+    assert out is not None
+    return out
+
+
 @register("fusion", "pix2pix")
 class Pix2Pix(AdversarialNetwork):
     stages = ("pix2pix",)
@@ -69,10 +81,7 @@ class Pix2Pix(AdversarialNetwork):
         groups = self.pair_index(source, batch.target)
         rows = torch.arange(len(source), device=source.device)
         inputs = batch.images[rows, source]  # (B, Cin, *S)
-        fake = torch.zeros_like(batch.target_image)
-        for pair in groups.unique():
-            chosen = groups == pair
-            fake[chosen] = self.generators[int(pair)](inputs[chosen])
+        fake = by_group(self.generators, inputs, groups)
         condition = inputs[:, self.context // 2 : self.context // 2 + 1]
         ones = batch.source_mask.new_ones(len(source), 1)
         return AdversarialTerms(
@@ -86,11 +95,4 @@ class Pix2Pix(AdversarialNetwork):
 
     def discriminate(self, images: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
         assert groups is not None
-        scores: torch.Tensor | None = None
-        for pair in groups.unique():
-            chosen = groups == pair
-            out = self.discriminators[int(pair)](images[chosen])
-            scores = out.new_zeros(len(images), *out.shape[1:]) if scores is None else scores
-            scores[chosen] = out
-        assert scores is not None
-        return scores
+        return by_group(self.discriminators, images, groups)
