@@ -37,7 +37,7 @@ from tsfnet.inference.model_folder import load_model_folder
 from tsfnet.inference.predictor import predict_folder
 from tsfnet.model import build_model
 from tsfnet.planning.api import plan
-from tsfnet.planning.plans import save_plans
+from tsfnet.planning.plans import load_plans, save_plans
 from tsfnet.preprocessing.pipeline import list_preprocessed, preprocess_dataset
 from tsfnet.training.runner import TrainOptions, train
 from tsfnet.training.splits import SPLITS_FILE
@@ -82,8 +82,6 @@ def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path
 
 
 def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path, reference: Path, work: Path) -> dict:
-    from tsfnet.planning.plans import load_plans
-
     stages = len(build_model(load_plans(store / "plans.json"), fusion).stages)
     began = time.perf_counter()
     result = train(
