@@ -104,7 +104,7 @@ def test_demo_generate_only_then_plan_from_inside_the_dataset(tmp_path):
     planned = tsfnet("plan", "--preprocess", "--workers", "1", cwd=raw)  # shortest form, inside the dataset
     assert planned.returncode == 0, planned.stderr
     store = tmp_path / "demo" / "raw" / "tsfnet_preprocessed" / "Dataset001_Phantom"
-    assert (store / "plans.json").is_file() and len(list((store / "cases").glob("*.npz"))) == 3
+    assert (store / "plans.json").is_file() and len(list((store / "cases").glob("*.b2zip"))) == 3
     again = tsfnet("demo", "--generate-only", "-o", str(tmp_path / "demo"), "--cases", "3", "--downsample", "6")
     assert "already exists" in error_line(again)
 

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tsfnet.data.dataset import RawDataset, load_case
+from tsfnet.data.dataset import RawDataset, foreground_values, load_case
 from tsfnet.data.phantom import BRATS_SHAPE, write_dataset
 from tsfnet.errors import InputError
 from tsfnet.planning.api import plan
@@ -174,6 +174,40 @@ def test_preprocess_is_idempotent_and_keeps_missing_channels_absent(raw_copy, tm
     case = load_preprocessed(store, "PH_0001")
     assert "T2" not in case.images and case.properties["available"] == ["T1", "T1Gd", "FLAIR"]
     assert len(list_preprocessed(store)) == 6
+
+
+def test_stored_case_is_lossless(raw_dataset, store):
+    plans = load_plans(store / "plans.json")
+    fresh = preprocess_volumes(load_case(RawDataset.load(raw_dataset).case("PH_0002"), with_label=True), plans)
+    stored = load_preprocessed(store, "PH_0002")
+    assert stored.images.keys() == fresh.images.keys()
+    for name, image in fresh.images.items():
+        assert stored.images[name].dtype == np.float32 and np.array_equal(stored.images[name], image)
+    assert stored.mask.dtype == bool and np.array_equal(stored.mask, fresh.mask)
+    assert stored.label.dtype == np.uint8 and np.array_equal(stored.label, fresh.label)
+
+
+def test_damaged_case_file_is_one_line_naming_it(raw_copy, tmp_path):
+    store, plans = plan(raw_copy, tmp_path / "pre", progress=False, workers=1)
+    preprocess_dataset(RawDataset.load(raw_copy), store, plans, workers=1, progress=False)
+    (arrays_file,) = (store / "cases").glob("PH_0003.*zip")
+    arrays_file.write_bytes(arrays_file.read_bytes()[: arrays_file.stat().st_size // 2])
+    with pytest.raises(InputError) as exc:
+        load_preprocessed(store, "PH_0003")
+    assert str(arrays_file) in str(exc.value) and "rerun tsfnet preprocess" in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_brain_bbox_and_foreground_values_match_numpy(order):
+    rng = np.random.default_rng(3)
+    image = np.asarray(rng.normal(size=(9, 11, 7)), order=order)
+    mask = np.zeros(image.shape, dtype=bool, order=order)
+    mask[2:5, 3:10, 1:2] = rng.random((3, 7, 1)) > 0.3
+    mask[6, 4, 5] = True
+    coords = np.argwhere(mask)
+    assert brain_bbox(mask) == [[int(lo), int(hi) + 1] for lo, hi in zip(coords.min(0), coords.max(0), strict=True)]
+    assert np.array_equal(np.sort(foreground_values(image, mask)), np.sort(image[mask]))
 
 
 def test_case_with_other_affine_fails_naming_the_file(raw_copy, tmp_path):

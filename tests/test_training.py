@@ -61,7 +61,7 @@ def one_case_store(store: Path, tmp_path: Path) -> Path:
     copy = tmp_path / store.name
     (copy / "cases").mkdir(parents=True)
     shutil.copy(store / "plans.json", copy / "plans.json")
-    for suffix in (".npz", ".json"):
+    for suffix in (".b2zip", ".json"):
         shutil.copy(store / "cases" / f"PH_0000{suffix}", copy / "cases" / f"PH_0000{suffix}")
     return copy
 

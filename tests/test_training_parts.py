@@ -35,7 +35,7 @@ def test_many_to_one_draws_every_subset_size():
 
 def make_store(store):
     plans = load_plans(store / "plans.json")
-    ids = sorted(p.stem for p in (store / "cases").glob("*.npz"))
+    ids = sorted(p.stem for p in (store / "cases").glob("*.b2zip"))
     return plans, CaseStore(store, ids, plans["channel_names"])
 
 

@@ -37,12 +37,13 @@ def root(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
 ) -> None:
     STATE["debug"] = debug
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
+    logging.basicConfig(  # other libraries' info chatter stays hidden; tsfnet's own is shown
+        level=logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_time=False, show_path=False)],
         force=True,
     )
+    logging.getLogger("tsfnet").setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def info(message: str) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsfnet.data.dataset import RawCase, RawDataset, load_case
+from tsfnet.data.dataset import RawCase, RawDataset, foreground_values, load_case
 from tsfnet.parallel import parallel_map
 
 PERCENTILES = (0.5, 50.0, 99.5)
@@ -18,8 +18,11 @@ def brain_bbox(mask: np.ndarray) -> list[list[int]]:
     """[[start, stop), ...] per axis of the nonzero region (the whole volume if empty)."""
     if not mask.any():
         return [[0, s] for s in mask.shape]
-    coords = np.argwhere(mask)
-    return [[int(lo), int(hi) + 1] for lo, hi in zip(coords.min(0), coords.max(0), strict=True)]
+    bbox = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        bbox.append([int(hits[0]), int(hits[-1]) + 1])
+    return bbox
 
 
 def intensity_stats(values: np.ndarray) -> dict[str, float]:
@@ -41,7 +44,7 @@ def case_fingerprint(case: RawCase, channel_names: list[str], seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     channels, samples = {}, {}
     for index, image in volumes.images.items():
-        foreground = image[mask]
+        foreground = foreground_values(image, mask)
         channels[channel_names[index]] = intensity_stats(foreground)
         take = min(SAMPLES_PER_CASE, foreground.size)
         samples[channel_names[index]] = rng.choice(foreground, take, replace=False) if take else foreground

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tsfnet.data.dataset import foreground_values
 from tsfnet.registry import register, registry
 
 BACKGROUND = -1.0
@@ -16,9 +17,8 @@ BACKGROUND = -1.0
 
 def scale_to_unit(image: np.ndarray, mask: np.ndarray, lo: float, hi: float) -> np.ndarray:
     span = max(hi - lo, 1e-8)
-    out = np.clip((image - lo) / span, 0.0, 1.0) * 2.0 - 1.0
-    out[~mask] = BACKGROUND
-    return out.astype(np.float32)
+    scaled = np.clip((image - lo) / span, 0.0, 1.0) * 2.0 - 1.0
+    return np.where(mask, scaled, BACKGROUND).astype(np.float32)
 
 
 @register("normalization", "percentile")
@@ -26,7 +26,7 @@ def percentile_clip(
     image: np.ndarray, mask: np.ndarray, lower: float = 0.5, upper: float = 99.5
 ) -> tuple[np.ndarray, dict]:
     """Clip to this case's foreground percentiles (default 0.5 / 99.5)."""
-    foreground = image[mask]
+    foreground = foreground_values(image, mask)
     lo, hi = (float(v) for v in np.percentile(foreground, [lower, upper])) if foreground.size else (0.0, 1.0)
     return scale_to_unit(image, mask, lo, hi), {"lo": lo, "hi": hi}
 
@@ -34,7 +34,7 @@ def percentile_clip(
 @register("normalization", "p99x2")
 def twice_p99(image: np.ndarray, mask: np.ndarray, percentile: float = 99.0) -> tuple[np.ndarray, dict]:
     """The TSF authors' practice: clip to [0, 2 * P99 of the volume]."""
-    foreground = image[mask]
+    foreground = foreground_values(image, mask)
     hi = 2.0 * float(np.percentile(foreground, percentile)) if foreground.size else 1.0
     return scale_to_unit(image, mask, 0.0, hi), {"lo": 0.0, "hi": hi}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ from tsfnet.errors import InputError
 from tsfnet.parallel import parallel_map
 from tsfnet.planning.fingerprint import brain_bbox
 from tsfnet.preprocessing import geometry as geo
+from tsfnet.preprocessing.array_file import SUFFIX, read_arrays, write_arrays
 from tsfnet.preprocessing.normalization import BACKGROUND, normalize
 
 CASES_FOLDER = "cases"
@@ -58,11 +60,11 @@ def preprocess_volumes(volumes: CaseVolumes, plans: dict) -> PreprocessedCase:
         region = geo.resize(geo.crop_to_bbox(volume, bbox), target_shape, nearest)
         return geo.crop_or_pad(region, crop, offsets, fill)
 
-    mask = to_plan_grid(full_mask.astype(np.uint8), True, 0).astype(bool)
+    region_mask = geo.resize(geo.crop_to_bbox(full_mask.view(np.uint8), bbox), target_shape, True) > 0
+    mask = geo.crop_or_pad(region_mask, crop, offsets, False)
     images, used = {}, {}
     for index, image in volumes.images.items():
         region = geo.resize(geo.crop_to_bbox(image, bbox), target_shape)
-        region_mask = geo.resize(geo.crop_to_bbox(full_mask.astype(np.uint8), bbox), target_shape, True) > 0
         normalised, used[names[index]] = normalize(region, region_mask, plans["normalization"])
         images[names[index]] = geo.crop_or_pad(normalised, crop, offsets, BACKGROUND)
     label = None if volumes.label is None else to_plan_grid(volumes.label, True, 0).astype(np.uint8)
@@ -93,7 +95,7 @@ def restore_geometry(volume: np.ndarray, properties: dict, fill: float, nearest:
 
 def case_paths(store: Path, case_id: str) -> tuple[Path, Path]:
     folder = Path(store) / CASES_FOLDER
-    return folder / f"{case_id}.npz", folder / f"{case_id}.json"
+    return folder / f"{case_id}{SUFFIX}", folder / f"{case_id}.json"
 
 
 def source_signature(case: RawCase) -> dict[str, list[int]]:
@@ -120,7 +122,7 @@ def save_case(store: Path, case: PreprocessedCase, source: dict) -> None:
     if case.label is not None:
         arrays["label"] = case.label
     with atomic_path(arrays_path, overwrite=True) as tmp:
-        np.savez_compressed(tmp, **arrays)
+        write_arrays(tmp, arrays)
     write_json(props_path, {**case.properties, "source": source})
 
 
@@ -128,20 +130,19 @@ def load_preprocessed(store: Path, case_id: str) -> PreprocessedCase:
     arrays_path, props_path = case_paths(store, case_id)
     properties = read_json(props_path)
     try:
-        with np.load(arrays_path) as data:
-            images = {k[len("image_") :]: data[k] for k in data.files if k.startswith("image_")}
-            label = data["label"] if "label" in data.files else None
-            mask = data["mask"]
-    except (OSError, ValueError, KeyError) as exc:
+        arrays = read_arrays(arrays_path)
+        mask = arrays["mask"]
+    except (OSError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile) as exc:
         raise InputError(arrays_path, f"cannot read preprocessed case ({exc}); rerun tsfnet preprocess") from exc
-    return PreprocessedCase(case_id, images, mask, label, properties)
+    images = {k.removeprefix("image_"): v for k, v in arrays.items() if k.startswith("image_")}
+    return PreprocessedCase(case_id, images, mask, arrays.get("label"), properties)
 
 
 def list_preprocessed(store: Path) -> list[str]:
     folder = Path(store) / CASES_FOLDER
     if not folder.is_dir():
         raise InputError(store, "no preprocessed cases (run tsfnet plan --preprocess first)")
-    ids = sorted(p.stem for p in folder.glob("*.json") if (folder / f"{p.stem}.npz").is_file())
+    ids = sorted(p.stem for p in folder.glob("*.json") if (folder / f"{p.stem}{SUFFIX}").is_file())
     if not ids:
         raise InputError(folder, "no preprocessed cases (run tsfnet preprocess first)")
     return ids

@@ -26,7 +26,7 @@ BRAIN_SLICE_PROBABILITY = 0.9
 
 
 class CaseStore:
-    """Preprocessed cases as memory-mapped .npy arrays, unpacked once from the .npz files."""
+    """Preprocessed cases as memory-mapped .npy arrays, unpacked once from the compressed case files."""
 
     def __init__(self, store: Path, case_ids: list[str], channel_names: list[str]) -> None:
         self.store, self.case_ids, self.channel_names = Path(store), list(case_ids), list(channel_names)
