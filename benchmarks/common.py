@@ -9,13 +9,19 @@ from pathlib import Path
 
 import torch
 
+from tsfnet.devices import native_bf16
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
+    bf16 = "native" if native_bf16(torch.device("cpu")) else "emulated"
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}, bf16 {bf16}), {gpu}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def peak_rss_gib() -> float:

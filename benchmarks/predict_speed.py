@@ -54,25 +54,29 @@ def prepare_case(work: Path) -> tuple[Path, dict]:
     return raw, plans
 
 
-def predict_times(fusion: str, device: str, work: Path, raw: Path, plans: dict) -> tuple[dict[str, float], float]:
-    """({variant: seconds}, peak RSS GiB of this process). Run it in a fresh process
-    (`in_fresh_process`) so the peak is the prediction's own."""
-    trained = load_model_folder(random_model_folder(work / f"model_{fusion}", plans, fusion), resolve_device(device))
+def predict_times(
+    fusion: str, device: str, work: Path, raw: Path, plans: dict, precision: str = "auto"
+) -> tuple[dict[str, float], float, str, int]:
+    """({variant: seconds}, peak RSS GiB of this process, precision, batch size) with
+    `tsfnet predict`'s defaults. Run it in a fresh process (`in_fresh_process`) so the
+    peak is the prediction's own."""
+    folder = random_model_folder(work / f"model_{fusion}_{precision}", plans, fusion)
+    trained = load_model_folder(folder, resolve_device(device), precision=precision)
     images = raw / "imagesTr"
     times = {}
     for missing in MISSING:
-        inputs = work / f"in_{fusion}_{missing}"
+        inputs = work / f"in_{fusion}_{precision}_{missing}"
         inputs.mkdir(parents=True)
         for channel in range(4):
             if channel != missing:
                 os.link(images / f"PH_0000_{channel:04d}.nii.gz", inputs / f"PH_0000_{channel:04d}.nii.gz")
         began = time.perf_counter()
-        report = predict_folder(trained, inputs, work / f"out_{fusion}_{missing}", progress=False)
+        report = predict_folder(trained, inputs, work / f"out_{fusion}_{precision}_{missing}", progress=False)
         if trained.device.type == "cuda":
             torch.cuda.synchronize()
         times[plans["channel_names"][missing]] = time.perf_counter() - began
         assert len(report.written) == 1 and not report.failed
-    return times, peak_rss_gib()
+    return times, peak_rss_gib(), trained.precision, trained.batch_size
 
 
 def in_fresh_process(function, *args):
@@ -84,18 +88,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fusion", default="tsf")
+    parser.add_argument("--precision", default="auto", help="as tsfnet predict --precision")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         raw, plans = prepare_case(Path(tmp))
-        times, peak = in_fresh_process(predict_times, args.fusion, args.device, Path(tmp), raw, plans)
+        job = (predict_times, args.fusion, args.device, Path(tmp), raw, plans, args.precision)
+        times, peak, precision, batch_size = in_fresh_process(*job)
     target_s = 2.0 if args.device.startswith("cuda") else 60.0
     rows = [f"| {name} | {seconds:.1f} | {'yes' if seconds < target_s else 'no'} |" for name, seconds in times.items()]
     crop = "x".join(map(str, plans["crop_size"]))
     lines = [
         f"# predict_speed ({args.fusion}, {args.device})",
         "",
-        f"Command: `python benchmarks/predict_speed.py --device {args.device} --fusion {args.fusion}`",
+        f"Command: `python benchmarks/predict_speed.py --device {args.device} --fusion {args.fusion} "
+        f"--precision {args.precision}`",
         f"Machine: {machine()}; torch threads {torch.get_num_threads()}",
+        f"Inference: {precision}, {batch_size} slices per forward pass (`tsfnet predict`'s defaults on this device "
+        "unless --precision is given)",
         "",
         f"One phantom case of {'x'.join(map(str, BRATS_SHAPE))} voxels; preset brats2021_paper (crop {crop}, "
         f"{plans['configurations']['2d']['context_slices']} context slices, widths "
@@ -109,7 +118,8 @@ def main() -> None:
         f"Peak resident memory of the predicting process (model + three predictions): {peak:.2f} GiB "
         f"(target under 4 GB: {'met' if peak < 4 else 'not met'}).",
     ]
-    print(write_result(f"predict_speed_{args.fusion}_{args.device.split(':')[0]}", lines).read_text())
+    name = f"predict_speed_{args.fusion}_{args.device.split(':')[0]}_{precision}"
+    print(write_result(name, lines).read_text())
 
 
 if __name__ == "__main__":

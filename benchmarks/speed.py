@@ -35,9 +35,9 @@ def main() -> None:
     settings = [("cpu", "fp32", {})]
     if torch.cuda.is_available():
         settings += [
-            ("cuda", "fp32", {"precision": "fp32"}),
-            ("cuda", "bf16", {}),
-            ("cuda", "bf16 + compile", {"compile_model": True}),
+            ("cuda", "fp32", {}),
+            ("cuda", "bf16", {"precision": "bf16"}),
+            ("cuda", "bf16 + compile", {"precision": "bf16", "compile_model": True}),
         ]
     train_rows = []
     for device, label, kwargs in settings:
@@ -54,7 +54,7 @@ def main() -> None:
         seconds = {}
         for fusion in fusions:
             # A fresh process per method, so its peak memory is its own.
-            times, peak = in_fresh_process(predict_times, fusion, device, work / device, raw, plans)
+            times, peak, _, _ = in_fresh_process(predict_times, fusion, device, work / device, raw, plans)
             seconds[fusion] = (sum(times.values()) / len(times), peak)
         base = seconds[fusions[0]][0]
         predict_rows += [

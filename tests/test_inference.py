@@ -66,6 +66,26 @@ def test_predict_one_missing_sequence_round_trip(model, tmp_path):
     assert tsem.min() >= 0 and tsem.shape == reference.shape
 
 
+def test_precision_and_batch_size_change_little_and_weights_not_at_all(trained, tmp_path):
+    def predict(precision, batch_size):
+        chosen = load_model_folder(trained.model_dir, resolve_device("cpu"), precision=precision, batch_size=batch_size)
+        assert (chosen.precision, chosen.batch_size) == (precision, batch_size)
+        out = tmp_path / f"out_{precision}_{batch_size}"
+        (written,) = predict_folder(chosen, tmp_path / "in", out, progress=False).written
+        return nib.load(str(written)).get_fdata(), json.loads((out / "A_T2_weights.json").read_text())["sources"]
+
+    default = load_model_folder(trained.model_dir, resolve_device("cpu"))
+    assert default.batch_size == 2  # the CPU default
+    link_case(default, tmp_path / "in", "A", [0, 1, 3])
+    fp32, weights = predict("fp32", 1)
+    fp32_batched, weights_batched = predict("fp32", 5)
+    bf16, weights_bf16 = predict("bf16", 5)
+    assert np.allclose(fp32, fp32_batched, atol=1e-5)  # a batch shares one kernel per layer: same result
+    assert 0 < np.abs(fp32 - bf16).mean() < 0.02 and np.abs(fp32 - bf16).max() < 0.2
+    assert weights_batched == pytest.approx(weights, abs=1e-6)
+    assert weights_bf16 == pytest.approx(weights, abs=1e-6)  # ω is computed in fp32 under bf16 too
+
+
 def test_predict_skips_existing_outputs_and_overwrites_on_request(model, tmp_path):
     link_case(model, tmp_path / "in", "A", [0, 2])
     first = predict_folder(model, tmp_path / "in", tmp_path / "out", progress=False)

@@ -93,6 +93,22 @@ def test_hyperconv_gives_each_sample_its_own_kernel():
         assert torch.allclose(together[i : i + 1], layer(x[i : i + 1], cond[i : i + 1]), atol=1e-5)
 
 
+def test_hyperconv_shared_condition_path_matches_the_grouped_one_forward_and_backward():
+    torch.manual_seed(0)
+    layer = HyperConv(2, 3, 3, cond_dim=4)
+    x = torch.randn(3, 2, 6, 6)
+    cond = torch.randn(1, 4).expand(3, 4)
+    shared = layer(x, cond)  # one kernel, plain convolution
+    shared.square().sum().backward()
+    shared_grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    per_sample = torch.cat([layer(x[i : i + 1], cond[i : i + 1]) for i in range(3)])  # grouped path
+    per_sample.square().sum().backward()
+    assert torch.allclose(shared, per_sample, atol=1e-5)
+    for shared_grad, parameter in zip(shared_grads, layer.parameters(), strict=True):
+        assert torch.allclose(shared_grad, parameter.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_hyperlinear_matches_its_generated_matrix():
     torch.manual_seed(0)
     layer = HyperLinear(6, 3, cond_dim=4)

@@ -169,6 +169,18 @@ def test_train_unknown_precision_is_one_line(store, tmp_path, capsys):
     assert "unknown --precision 'fp16'; use bf16 or fp32" in line
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "problem"),
+    [
+        ("--precision", "fp16", "unknown --precision 'fp16'; use auto, bf16 or fp32"),
+        ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
+    ],
+)
+def test_predict_bad_inference_setting_is_one_line(trained, tmp_path, capsys, option, value, problem):
+    args = ("predict", "-i", str(tmp_path), "-o", str(tmp_path / "out"), "-m", str(trained.model_dir), option, value)
+    assert problem in one_error_line(*cli(capsys, *args))
+
+
 def test_train_with_plans_of_another_schema_is_one_line(store, tmp_path, capsys):
     copy = Path(shutil.copytree(store, tmp_path / "store"))
     plans = json.loads((copy / "plans.json").read_text())

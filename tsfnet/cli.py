@@ -261,7 +261,13 @@ def predict(
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Also write a PNG per case and target.")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Slices per forward pass.")] = 16,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Slices per forward pass (default: 2 on the CPU, 16 on a GPU).")
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option("--precision", help="auto (bf16 where the GPU/CPU has it natively, else fp32), bf16 or fp32."),
+    ] = "auto",
     intensity: Annotated[str, typer.Option("--intensity", help="normalized ([-1, 1]) or reference.")] = "normalized",
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or latest.")] = "best",
 ) -> None:
@@ -270,8 +276,9 @@ def predict(
     from tsfnet.inference.model_folder import load_model_folder
     from tsfnet.inference.predictor import predict_folder
 
-    trained = load_model_folder(model, resolve_device(device), checkpoint)
-    report = predict_folder(trained, input_dir, output, targets, overwrite, preview, batch_size, intensity)
+    trained = load_model_folder(model, resolve_device(device), checkpoint, precision, batch_size)
+    info(f"predicting on {trained.device} in {trained.precision}, {trained.batch_size} slices per pass")
+    report = predict_folder(trained, input_dir, output, targets, overwrite, preview, intensity)
     info(f"wrote {len(report.written)} syntheses to {output}; {len(report.skipped)} skipped")
     for line in report.skipped:
         info(f"skipped {line}")

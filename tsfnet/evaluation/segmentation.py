@@ -17,7 +17,6 @@ from tsfnet.data.volume_io import read_volume
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.evaluation.metrics import brats_dice
 from tsfnet.inference.cases import find_input_cases
-from tsfnet.inference.engine import predict_targets
 from tsfnet.inference.model_folder import TrainedModel
 from tsfnet.preprocessing.pipeline import preprocess_volumes, restore_geometry
 from tsfnet.progress import track
@@ -30,15 +29,13 @@ def require_segmentation_model(trained: TrainedModel) -> None:
         raise InputError(trained.folder, "not a segmentation model (train it with --head segmentation)")
 
 
-def segment(trained: TrainedModel, volumes: CaseVolumes, batch_size: int = 16) -> np.ndarray:
+def segment(trained: TrainedModel, volumes: CaseVolumes) -> np.ndarray:
     """Label map on the case's own grid."""
     pre = preprocess_volumes(volumes, trained.plans)
     names = trained.channel_names
     images = {names.index(n): v for n, v in pre.images.items()}
     sources = tuple(sorted(images))
-    logits = predict_targets(
-        trained.model, images, sources, [sources[0]], trained.device, trained.context, batch_size, trained.patch_size
-    )[sources[0]].output
+    logits = trained.predict(images, sources, [sources[0]])[sources[0]].output
     labels = restore_geometry(logits.argmax(0).astype(np.uint8), pre.properties, 0, nearest=True)
     return np.where(volumes.brain_mask, labels, 0)
 

@@ -24,8 +24,9 @@ class TaskWeighting(nn.Module):
         self.fc = nn.Linear(2 * n_sequences, n_sequences)
 
     def forward(self, code: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
-        omega0 = torch.softmax(self.fc(code), dim=1) + EPSILON
-        masked = omega0 * source_mask
+        with torch.autocast(code.device.type, enabled=False):  # ω is reported: full precision
+            omega0 = torch.softmax(self.fc(code.float()), dim=1) + EPSILON
+        masked = omega0 * source_mask.float()
         return masked / masked.sum(dim=1, keepdim=True)
 
 

@@ -110,13 +110,14 @@ def predict_targets(
     batch_size: int = 16,
     patch_size: list[int] | None = None,
     slices: list[int] | None = None,
+    precision: str = "fp32",
 ) -> dict[int, TaskPrediction]:
     """Every target from the same sources, on the plan grid; `slices` limits a 2D run."""
     shape = images[sources[0]].shape
     n = model.n_sequences
     results = {t: Accumulator(shape, n) for t in targets}
     pieces = _pieces(images, sources, n, model.dims, context, batch_size, patch_size, slices)
-    with torch.no_grad(), autocast(device):
+    with torch.inference_mode(), autocast(device, precision):
         for where, x, weight in pieces:
             batch = x.shape[0]
             mask = torch.zeros(batch, n, device=device)

@@ -89,7 +89,6 @@ def tsem_montages(
     input_dir: Path,
     output: Path,
     case_ids: list[str] | None = None,
-    batch_size: int = 16,
 ) -> list[Path]:
     """For each chosen case: every present sequence re-synthesised from the others,
     shown as real | synthesis | TSEM, one row per target."""
@@ -116,7 +115,7 @@ def tsem_montages(
         z = int(np.flatnonzero(volumes.brain_mask.any(axis=(0, 1))).mean())
         fig, axes = plt.subplots(len(targets), 3, figsize=(7.5, 2.6 * len(targets)), squeeze=False)
         for row, target in zip(axes, targets, strict=True):
-            result = synthesise(trained, pre, [target], batch_size)[target]
+            result = synthesise(trained, pre, [target])[target]
             name = trained.channel_names[target]
             real = mid_axial(volumes.images[target], z)
             row[0].imshow(real, cmap="gray")

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tsfnet.atomic import read_json
-from tsfnet.errors import InputError
+from tsfnet.devices import inference_batch_size, inference_precision
+from tsfnet.errors import InputError, TsfnetError
+from tsfnet.inference.engine import TaskPrediction, predict_targets
 from tsfnet.model import Network, build_model, input_channels
 from tsfnet.planning.plans import load_plans
 from tsfnet.training.checkpoint import load_checkpoint
@@ -21,6 +24,8 @@ class TrainedModel:
     settings: dict
     model: Network
     device: torch.device
+    precision: str = "fp32"  # inference autocast: bf16 or fp32
+    batch_size: int = 16  # 2D slices per forward pass
 
     @property
     def channel_names(self) -> list[str]:
@@ -34,8 +39,35 @@ class TrainedModel:
     def patch_size(self) -> list[int] | None:
         return self.plans["configurations"][self.settings["config"]]["patch_size"] if self.model.dims == 3 else None
 
+    def predict(
+        self, images: dict[int, np.ndarray], sources: tuple[int, ...], targets: list[int]
+    ) -> dict[int, TaskPrediction]:
+        """`predict_targets` with this model's device and inference settings."""
+        return predict_targets(
+            self.model,
+            images,
+            sources,
+            targets,
+            self.device,
+            self.context,
+            self.batch_size,
+            self.patch_size,
+            precision=self.precision,
+        )
 
-def load_model_folder(folder: Path, device: torch.device, checkpoint: str = "best") -> TrainedModel:
+
+def load_model_folder(
+    folder: Path,
+    device: torch.device,
+    checkpoint: str = "best",
+    precision: str = "auto",
+    batch_size: int | None = None,
+) -> TrainedModel:
+    """The model on `device`, with inference settings: `precision` auto/bf16/fp32 (see
+    `inference_precision`), `batch_size` None for the device's default."""
+    precision = inference_precision(device, precision)
+    if batch_size is not None and batch_size < 1:
+        raise TsfnetError(f"--batch-size must be at least 1, got {batch_size}")
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "model folder not found")
@@ -54,4 +86,5 @@ def load_model_folder(folder: Path, device: torch.device, checkpoint: str = "bes
     except RuntimeError as exc:
         raise InputError(path, f"weights do not fit the model in plans.json ({str(exc).splitlines()[0]})") from exc
     model.to(device).eval()
-    return TrainedModel(folder, plans, settings, model, device)
+    batch_size = batch_size or inference_batch_size(device)
+    return TrainedModel(folder, plans, settings, model, device, precision, batch_size)

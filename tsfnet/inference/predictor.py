@@ -19,7 +19,6 @@ from tsfnet.data.dataset import RawCase, load_case
 from tsfnet.data.volume_io import write_volume
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.inference.cases import InputCase, find_input_cases
-from tsfnet.inference.engine import predict_targets
 from tsfnet.inference.model_folder import TrainedModel
 from tsfnet.plotting import mid_axial, save_montage
 from tsfnet.preprocessing.normalization import BACKGROUND, denormalize
@@ -72,9 +71,7 @@ def output_names(case: InputCase, target_name: str, target: int) -> dict[str, st
     }
 
 
-def synthesise(
-    trained: TrainedModel, pre: PreprocessedCase, targets: list[int], batch_size: int
-) -> dict[int, CaseTargetResult]:
+def synthesise(trained: TrainedModel, pre: PreprocessedCase, targets: list[int]) -> dict[int, CaseTargetResult]:
     """Each target from every other available sequence; targets that share their sources
     (all the missing ones) share one encoding pass."""
     names = trained.channel_names
@@ -90,10 +87,7 @@ def synthesise(
     brain = restore_geometry(pre.mask.astype(np.uint8), props, 0, nearest=True) > 0
     results = {}
     for sources, group in groups.items():
-        predictions = predict_targets(
-            trained.model, images, sources, group, trained.device, trained.context, batch_size, trained.patch_size
-        )
-        for target, prediction in predictions.items():
+        for target, prediction in trained.predict(images, sources, group).items():
             synthesis = np.where(brain, restore_geometry(prediction.synthesis, props, BACKGROUND), BACKGROUND)
             tsem = None
             if prediction.tsem is not None:
@@ -110,7 +104,6 @@ def predict_case(
     targets: list[int] | None,
     overwrite: bool,
     preview: bool,
-    batch_size: int,
     intensity: str,
     report: PredictReport,
 ) -> None:
@@ -130,7 +123,7 @@ def predict_case(
             report.skipped.append(f"{outputs[target]['synthesis']}: exists (use --overwrite)")
         else:
             todo.append(target)
-    for target, result in synthesise(trained, pre, todo, batch_size).items() if todo else ():
+    for target, result in synthesise(trained, pre, todo).items() if todo else ():
         files = outputs[target]
         image = result.synthesis
         if intensity == "reference":
@@ -178,7 +171,6 @@ def predict_folder(
     targets: str = "all",
     overwrite: bool = False,
     preview: bool = False,
-    batch_size: int = 16,
     intensity: str = "normalized",
     progress: bool = True,
 ) -> PredictReport:
@@ -192,7 +184,7 @@ def predict_folder(
     report = PredictReport()
     for case in track(cases, "predicting", enabled=progress):
         try:
-            predict_case(trained, case, output, chosen, overwrite, preview, batch_size, intensity, report)
+            predict_case(trained, case, output, chosen, overwrite, preview, intensity, report)
         except TsfnetError as exc:
             report.failed[case.case_id] = str(exc)
             log.error("%s: skipped: %s", case.case_id, exc)

@@ -122,6 +122,8 @@ class Trainer:
         if self.device.type == "cuda" and self.device.index is None and "LOCAL_RANK" in os.environ:
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         self.dist = Distributed(self.device)
+        # Mixed precision trains on CUDA only: CPU training stays in full precision.
+        self.precision = options.precision if self.device.type == "cuda" else "fp32"
         torch.manual_seed(self.seed + self.dist.rank)
         case_ids = list_preprocessed(store)
         self.train_ids, self.val_ids = fold_cases(store, case_ids, options.fold)
@@ -210,7 +212,7 @@ class Trainer:
                 self.model.load_state_dict(state["model"])
                 continue
             stage = registry.get("trainer", stage_name)()
-            stage.precision = self.options.precision
+            stage.precision = self.precision
             self.run_stage(stage, state)
             resume_state = None
         if self.dist.is_main:
@@ -333,6 +335,7 @@ class Trainer:
                 self.configuration["patch_size"] if self.model.dims == 3 else None,
                 segmentation=stage.needs_labels,
                 labels=self.plans.get("labels"),
+                precision=self.precision,
             )
             self.log_event({"stage": stage.name, "step": step, **{f"val_{k}": v for k, v in metrics.items()}})
             score = metrics.get("dice", metrics.get("psnr", -float("inf")))

@@ -24,7 +24,7 @@ class Stage:
     sampling = "many_to_one"  # a function of tsfnet.tasks.SAMPLERS: how each sample draws its task
     needs_labels = False
     uses_criterion = True  # the runner's reconstruction + perceptual loss
-    precision = "bf16"  # on CUDA; the runner sets it from --precision
+    precision = "fp32"  # the runner sets it: bf16 on CUDA unless --precision fp32
 
     def prepare(self, model: Network) -> list[nn.Parameter]:
         """Freeze what this stage does not train; return what it does."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 
@@ -44,6 +46,7 @@ def validate(
     patch_size: list[int] | None = None,
     segmentation: bool = False,
     labels: dict[str, int] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Masked PSNR/SSIM over the stage's tasks (synthesis) or mean BraTS Dice (segmentation)."""
     model.eval()
@@ -59,10 +62,21 @@ def validate(
             images, mask = {c: v[window] for c, v in images.items()}, mask[window]
             label = None if label is None else label[window]
         slices = evaluation_slices(mask) if model.dims == 2 else None
+        run = partial(
+            predict_targets,
+            model,
+            images,
+            device=device,
+            context=context,
+            batch_size=16,
+            patch_size=patch_size,
+            slices=slices,
+            precision=precision,
+        )
         index = np.s_[:, :, slices] if slices is not None else np.s_[...]
         if segmentation:
             if label is not None:
-                logits = predict_targets(model, images, tuple(available), [0], device, context, 16, patch_size, slices)
+                logits = run(tuple(available), [0])
                 dice = brats_dice(logits[0].output.argmax(0)[index], label[index], labels)
                 scores.setdefault("dice", []).append(float(np.mean(list(dice.values()))))
             continue
@@ -71,7 +85,7 @@ def validate(
             groups.setdefault(sources, []).append(target)
         region = mask[index]
         for sources, targets in groups.items():
-            predictions = predict_targets(model, images, sources, targets, device, context, 16, patch_size, slices)
+            predictions = run(sources, targets)
             for target, prediction in predictions.items():
                 synthesis, reference = prediction.synthesis[index], images[target][index]
                 scores.setdefault("psnr", []).append(psnr(synthesis, reference, region))
