@@ -62,6 +62,7 @@ def test_predict_one_missing_sequence_round_trip(model, tmp_path):
     assert set(weights["sources"]) == {"T1", "T1Gd", "FLAIR"}
     assert sum(weights["sources"].values()) == pytest.approx(1.0, abs=1e-5)
     assert weights["task_code"] == [1, 1, 0, 1, 0, 0, 1, 0]
+    assert weights["precision"] == model.precision  # how the synthesis was computed is on record
     tsem = nib.load(str(out / "A_T2_tsem.nii.gz")).get_fdata()
     assert tsem.min() >= 0 and tsem.shape == reference.shape
 

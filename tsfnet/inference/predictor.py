@@ -142,6 +142,7 @@ def predict_case(
                 "channel_names": names,
                 "fusion": trained.settings["fusion"],
                 "intensity": intensity,
+                "precision": trained.precision,
                 "normalization": trained.plans["normalization"],
                 "synthesis": files["synthesis"].name,
             },
