@@ -24,8 +24,8 @@ class TrainedModel:
     settings: dict
     model: Network
     device: torch.device
-    precision: str = "fp32"  # inference autocast: bf16 or fp32
-    batch_size: int = 16  # 2D slices per forward pass
+    precision: str  # inference autocast: bf16 or fp32
+    batch_size: int  # 2D slices per forward pass
 
     @property
     def channel_names(self) -> list[str]:

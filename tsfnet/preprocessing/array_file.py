@@ -34,10 +34,13 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """All arrays of the file; raises OSError/ValueError/zipfile.BadZipFile when it is damaged."""
-    with zipfile.ZipFile(path) as archive:
-        return {
-            member.removesuffix(MEMBER_SUFFIX): blosc2.unpack_tensor(archive.read(member))
-            for member in archive.namelist()
-            if member.endswith(MEMBER_SUFFIX)
-        }
+    """All arrays of the file; OSError when it cannot be read, ValueError when it is damaged."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {
+                member.removesuffix(MEMBER_SUFFIX): blosc2.unpack_tensor(archive.read(member))
+                for member in archive.namelist()
+                if member.endswith(MEMBER_SUFFIX)
+            }
+    except (zipfile.BadZipFile, RuntimeError) as exc:  # zip's and blosc2's words for damage
+        raise ValueError(f"damaged array file: {exc}") from exc

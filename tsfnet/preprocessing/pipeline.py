@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -56,10 +55,6 @@ def preprocess_volumes(volumes: CaseVolumes, plans: dict) -> PreprocessedCase:
     crop = plans["crop_size"]
     offsets = geo.centre_offsets(target_shape, crop)
 
-    def to_plan_grid(volume: np.ndarray, nearest: bool, fill: float) -> np.ndarray:
-        region = geo.resize(geo.crop_to_bbox(volume, bbox), target_shape, nearest)
-        return geo.crop_or_pad(region, crop, offsets, fill)
-
     region_mask = geo.resize(geo.crop_to_bbox(full_mask.view(np.uint8), bbox), target_shape, True) > 0
     mask = geo.crop_or_pad(region_mask, crop, offsets, False)
     images, used = {}, {}
@@ -67,7 +62,10 @@ def preprocess_volumes(volumes: CaseVolumes, plans: dict) -> PreprocessedCase:
         region = geo.resize(geo.crop_to_bbox(image, bbox), target_shape)
         normalised, used[names[index]] = normalize(region, region_mask, plans["normalization"])
         images[names[index]] = geo.crop_or_pad(normalised, crop, offsets, BACKGROUND)
-    label = None if volumes.label is None else to_plan_grid(volumes.label, True, 0).astype(np.uint8)
+    label = None
+    if volumes.label is not None:
+        region_label = geo.resize(geo.crop_to_bbox(volumes.label, bbox), target_shape, True)
+        label = geo.crop_or_pad(region_label, crop, offsets, 0).astype(np.uint8)
     properties = {
         "case_id": volumes.case_id,
         "available": [names[i] for i in sorted(volumes.images)],
@@ -132,7 +130,7 @@ def load_preprocessed(store: Path, case_id: str) -> PreprocessedCase:
     try:
         arrays = read_arrays(arrays_path)
         mask = arrays["mask"]
-    except (OSError, ValueError, RuntimeError, KeyError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError) as exc:
         raise InputError(arrays_path, f"cannot read preprocessed case ({exc}); rerun tsfnet preprocess") from exc
     images = {k.removeprefix("image_"): v for k, v in arrays.items() if k.startswith("image_")}
     return PreprocessedCase(case_id, images, mask, arrays.get("label"), properties)

@@ -31,8 +31,7 @@ class AdversarialStage(Stage):
     uses_criterion = False  # the network weighs its own reconstruction terms
 
     def optimizers(self, model: AdversarialNetwork, lr: float) -> dict[str, torch.optim.Optimizer]:
-        for p in model.parameters():
-            p.requires_grad_(True)
+        self.prepare(model)  # trains every parameter
         return {
             "generator": torch.optim.Adam(model.generator_parameters(), lr=lr, betas=BETAS),
             "discriminator": torch.optim.Adam(model.discriminator_parameters(), lr=lr, betas=BETAS),
