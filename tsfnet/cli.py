@@ -187,7 +187,9 @@ def train(
     fusion: Annotated[str, typer.Option("--fusion", help="Fusion plugin (see tsfnet plugins).")] = "tsf",
     head: Annotated[str, typer.Option("--head", help="synthesis or segmentation.")] = "synthesis",
     config: Annotated[str, typer.Option("--config", help="2d (slices) or 3d (patches).")] = "2d",
-    fold: Annotated[str, typer.Option("--fold", help="0-4, or 'all' to train on every case.")] = "0",
+    fold: Annotated[
+        str, typer.Option("--fold", help="0-4, 'all' to train on every case, or 'all5' for folds 0-4 in turn.")
+    ] = "0",
     stage: Annotated[
         str,
         typer.Option("--stage", help="all, or one stage: pretrain/finetune (tsf...), segment, or a baseline's own."),
@@ -209,32 +211,32 @@ def train(
 ) -> None:
     """Train a fusion model: stage 1 (pretrain E, G) then stage 2 (finetune fusion + G, E frozen);
     baselines (mmgan, hinet, pix2pix, seq2seq-avg) train through their own stages."""
+    from tsfnet.training.cross_validation import ALL_FOLDS, train_folds
     from tsfnet.training.runner import TrainOptions
     from tsfnet.training.runner import train as run_train
 
-    fold_value: int | str = fold if fold == "all" else _int_option("--fold", fold)
-    result = run_train(
-        TrainOptions(
-            store=find_store(preprocessed),
-            fusion=fusion,
-            head=head,
-            config=config,
-            fold=fold_value,
-            stage=stage,
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            output=output,
-            device=device,
-            resume=resume,
-            perceptual_weights=perceptual_weights,
-            num_workers=workers,
-            val_every=val_every,
-            compile=compile_model,
-            precision=precision,
-        )
+    fold_value: int | str = fold if fold in ("all", ALL_FOLDS) else _int_option("--fold", fold)
+    options = TrainOptions(
+        store=find_store(preprocessed),
+        fusion=fusion,
+        head=head,
+        config=config,
+        fold=fold_value,
+        stage=stage,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        output=output,
+        device=device,
+        resume=resume,
+        perceptual_weights=perceptual_weights,
+        num_workers=workers,
+        val_every=val_every,
+        compile=compile_model,
+        precision=precision,
     )
-    info(f"model folder: {result.model_dir}")
+    for result in train_folds(options) if fold == ALL_FOLDS else [run_train(options)]:
+        info(f"model folder: {result.model_dir}")
 
 
 def _int_option(flag: str, value: str) -> int:
@@ -254,7 +256,9 @@ def predict(
         typer.Option("-i", "--input", help="Raw files (CASE_0000.nii.gz ...) or BraTS/BraSyn case folders."),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder.")],
-    model: Annotated[Path, typer.Option("-m", "--model", help="Model folder from tsfnet train.")],
+    model: Annotated[
+        Path, typer.Option("-m", "--model", help="A fold_K folder, or the folder above: its finished folds ensembled.")
+    ],
     targets: Annotated[
         str, typer.Option("--targets", help="'all' (every missing one) or names, e.g. T2,FLAIR.")
     ] = "all",
@@ -270,13 +274,17 @@ def predict(
     ] = "auto",
     intensity: Annotated[str, typer.Option("--intensity", help="normalized ([-1, 1]) or reference.")] = "normalized",
     checkpoint: Annotated[str, typer.Option("--checkpoint", help="best or latest.")] = "best",
+    folds: Annotated[
+        str | None, typer.Option("--folds", help="With the folder above the folds: which, e.g. 0,1,2 (default: all).")
+    ] = None,
+    tta: Annotated[bool, typer.Option("--tta", help="Also predict left-right mirrored inputs and average.")] = False,
 ) -> None:
     """Synthesise every missing (or requested) sequence; write NIfTI, TSEM and weights."""
     from tsfnet.devices import resolve_device
-    from tsfnet.inference.model_folder import load_model_folder
+    from tsfnet.inference.ensemble import load_predictor, parse_folds
     from tsfnet.inference.predictor import predict_folder
 
-    trained = load_model_folder(model, resolve_device(device), checkpoint, precision, batch_size)
+    trained = load_predictor(model, resolve_device(device), checkpoint, precision, batch_size, parse_folds(folds), tta)
     info(f"predicting on {trained.device} in {trained.precision}, {trained.batch_size} slices per pass")
     report = predict_folder(trained, input_dir, output, targets, overwrite, preview, intensity)
     info(f"wrote {len(report.written)} syntheses to {output}; {len(report.skipped)} skipped")
@@ -323,7 +331,7 @@ def evaluate(
 
 @app.command()
 def explain(
-    model: Annotated[Path, typer.Option("-m", "--model", help="Model folder.")],
+    model: Annotated[Path, typer.Option("-m", "--model", help="A fold_K folder, or the folder above (mean ω).")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Default: MODEL/explanations.")] = None,
     input_dir: Annotated[Path | None, typer.Option("-i", "--input", help="Cases for TSEM montages.")] = None,
     cases: Annotated[str | None, typer.Option("--cases", help="Comma-separated case ids (default: all).")] = None,
@@ -331,10 +339,10 @@ def explain(
 ) -> None:
     """ω for every source/target combination (bar chart + JSON); TSEM montages with -i."""
     from tsfnet.devices import resolve_device
+    from tsfnet.inference.ensemble import load_predictor
     from tsfnet.inference.explain import explain_weights, tsem_montages
-    from tsfnet.inference.model_folder import load_model_folder
 
-    trained = load_model_folder(model, resolve_device(device))
+    trained = load_predictor(model, resolve_device(device))
     output = output or model / "explanations"
     json_path, png_path = explain_weights(trained, output)
     info(f"task weights: {json_path}, {png_path}")

@@ -20,6 +20,8 @@ class TaskPrediction:
     output: np.ndarray  # (C, X, Y, Z) on the plan grid: C = 1 for synthesis, label logits for segmentation
     tsem: np.ndarray | None  # (X, Y, Z)
     weights: np.ndarray | None  # (N,) averaged over slices / windows
+    base: np.ndarray | None = None  # (C, X, Y, Z) G(f̂), kept on request: an ensemble's TSEM needs it
+    spread: np.ndarray | None = None  # (X, Y, Z) sd of the synthesis over an ensemble's folds
 
     @property
     def synthesis(self) -> np.ndarray:
@@ -32,6 +34,7 @@ class Accumulator:
     def __init__(self, shape: tuple[int, ...], n_sequences: int) -> None:
         self.shape = shape
         self.output: np.ndarray | None = None
+        self.base: np.ndarray | None = None
         self.tsem: np.ndarray | None = None
         self.norm = np.zeros(shape, np.float32)
         self.weight_sum, self.weight_count = np.zeros(n_sequences), 0
@@ -44,10 +47,14 @@ class Accumulator:
         weight: np.ndarray,
         omega: np.ndarray | None,
         count: int,
+        base: np.ndarray | None = None,
     ) -> None:
         if self.output is None:
             self.output = np.zeros((output.shape[0], *self.shape), np.float32)
         self.output[(slice(None), *where)] += output * weight
+        if base is not None:
+            self.base = np.zeros_like(self.output) if self.base is None else self.base
+            self.base[(slice(None), *where)] += base * weight
         if tsem is not None:
             self.tsem = np.zeros(self.shape, np.float32) if self.tsem is None else self.tsem
             self.tsem[where] += tsem * weight
@@ -60,9 +67,10 @@ class Accumulator:
         assert self.output is not None
         covered = self.norm > 0
         output = np.where(covered, self.output / np.maximum(self.norm, 1e-8), -1.0).astype(np.float32)
+        base = None if self.base is None else np.where(covered, self.base / np.maximum(self.norm, 1e-8), -1.0)
         tsem = None if self.tsem is None else (self.tsem / np.maximum(self.norm, 1e-8)).astype(np.float32)
         weights = self.weight_sum / self.weight_count if self.weight_count else None
-        return TaskPrediction(output, tsem, weights)
+        return TaskPrediction(output, tsem, weights, None if base is None else base.astype(np.float32))
 
 
 def slice_inputs(
@@ -111,8 +119,10 @@ def predict_targets(
     patch_size: list[int] | None = None,
     slices: list[int] | None = None,
     precision: str = "fp32",
+    keep_base: bool = False,
 ) -> dict[int, TaskPrediction]:
-    """Every target from the same sources, on the plan grid; `slices` limits a 2D run."""
+    """Every target from the same sources, on the plan grid; `slices` limits a 2D run;
+    `keep_base` also returns G(f̂) (an ensemble's TSEM is taken after averaging)."""
     shape = images[sources[0]].shape
     n = model.n_sequences
     results = {t: Accumulator(shape, n) for t in targets}
@@ -133,6 +143,7 @@ def predict_targets(
                     weight,
                     omega,
                     batch,
+                    _to_grid(out.base, model.dims) if keep_base and out.base is not None else None,
                 )
     return {t: acc.result() for t, acc in results.items()}
 

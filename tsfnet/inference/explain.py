@@ -9,6 +9,7 @@ import torch
 
 from tsfnet.atomic import atomic_path, write_json
 from tsfnet.errors import TsfnetError
+from tsfnet.inference.ensemble import Ensemble, Predictor
 from tsfnet.inference.model_folder import TrainedModel
 from tsfnet.model import FusionModel
 from tsfnet.plotting import plt
@@ -76,8 +77,19 @@ def plot_weights(rows: list[dict], names: list[str], path: Path) -> Path:
     return Path(path)
 
 
-def explain_weights(trained: TrainedModel, output: Path) -> tuple[Path, Path]:
-    rows = task_weights(trained)
+def ensemble_task_weights(trained: Predictor) -> list[dict]:
+    """`task_weights`, averaged over an ensemble's folds (the ω its predictions use)."""
+    if not isinstance(trained, Ensemble):
+        return task_weights(trained)
+    per_fold = [task_weights(member) for member in trained.members]
+    return [
+        {**rows[0], "weights": {s: float(np.mean([r["weights"][s] for r in rows])) for s in rows[0]["weights"]}}
+        for rows in zip(*per_fold, strict=True)
+    ]
+
+
+def explain_weights(trained: Predictor, output: Path) -> tuple[Path, Path]:
+    rows = ensemble_task_weights(trained)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     json_path = write_json(output / "task_weights.json", rows)
@@ -85,7 +97,7 @@ def explain_weights(trained: TrainedModel, output: Path) -> tuple[Path, Path]:
 
 
 def tsem_montages(
-    trained: TrainedModel,
+    trained: Predictor,
     input_dir: Path,
     output: Path,
     case_ids: list[str] | None = None,

@@ -39,8 +39,13 @@ class TrainedModel:
     def patch_size(self) -> list[int] | None:
         return self.plans["configurations"][self.settings["config"]]["patch_size"] if self.model.dims == 3 else None
 
+    @property
+    def folds(self) -> list[int | str]:
+        """The folds behind a prediction, as the weights JSON records them."""
+        return [self.settings["fold"]]
+
     def predict(
-        self, images: dict[int, np.ndarray], sources: tuple[int, ...], targets: list[int]
+        self, images: dict[int, np.ndarray], sources: tuple[int, ...], targets: list[int], keep_base: bool = False
     ) -> dict[int, TaskPrediction]:
         """`predict_targets` with this model's device and inference settings."""
         return predict_targets(
@@ -53,6 +58,7 @@ class TrainedModel:
             self.batch_size,
             self.patch_size,
             precision=self.precision,
+            keep_base=keep_base,
         )
 
 

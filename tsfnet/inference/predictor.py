@@ -19,7 +19,7 @@ from tsfnet.data.dataset import RawCase, load_case
 from tsfnet.data.volume_io import write_volume
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.inference.cases import InputCase, find_input_cases
-from tsfnet.inference.model_folder import TrainedModel
+from tsfnet.inference.ensemble import Predictor
 from tsfnet.plotting import mid_axial, save_montage
 from tsfnet.preprocessing.normalization import BACKGROUND, denormalize
 from tsfnet.preprocessing.pipeline import PreprocessedCase, preprocess_volumes, restore_geometry
@@ -41,6 +41,7 @@ class CaseTargetResult:
     tsem: np.ndarray | None
     weights: dict[str, float]
     sources: list[str]
+    spread: np.ndarray | None = None  # sd over an ensemble's folds
 
 
 def parse_targets(targets: str, channel_names: list[str]) -> list[int] | None:
@@ -68,10 +69,11 @@ def output_names(case: InputCase, target_name: str, target: int) -> dict[str, st
         "tsem": f"{base}_tsem.nii.gz",
         "weights": f"{base}_weights.json",
         "preview": f"{base}_preview.png",
+        "folds_sd": f"{base}_folds_sd.nii.gz",
     }
 
 
-def synthesise(trained: TrainedModel, pre: PreprocessedCase, targets: list[int]) -> dict[int, CaseTargetResult]:
+def synthesise(trained: Predictor, pre: PreprocessedCase, targets: list[int]) -> dict[int, CaseTargetResult]:
     """Each target from every other available sequence; targets that share their sources
     (all the missing ones) share one encoding pass."""
     names = trained.channel_names
@@ -94,11 +96,14 @@ def synthesise(trained: TrainedModel, pre: PreprocessedCase, targets: list[int])
                 tsem = np.where(brain, restore_geometry(prediction.tsem, props, 0.0), 0.0).astype(np.float32)
             weights = {} if prediction.weights is None else {names[s]: float(prediction.weights[s]) for s in sources}
             results[target] = CaseTargetResult(synthesis.astype(np.float32), tsem, weights, [names[s] for s in sources])
+            if prediction.spread is not None:
+                spread = np.where(brain, restore_geometry(prediction.spread, props, 0.0), 0.0)
+                results[target].spread = spread.astype(np.float32)
     return results
 
 
 def predict_case(
-    trained: TrainedModel,
+    trained: Predictor,
     case: InputCase,
     output: Path,
     targets: list[int] | None,
@@ -131,6 +136,8 @@ def predict_case(
             image = np.where(image > BACKGROUND, denormalize(image, lo, hi), 0.0)
         if result.tsem is not None:
             write_volume(files["tsem"], result.tsem, volumes.geometry, overwrite=True)
+        if result.spread is not None:
+            write_volume(files["folds_sd"], result.spread, volumes.geometry, overwrite=True)
         write_json(
             files["weights"],
             {
@@ -143,6 +150,7 @@ def predict_case(
                 "fusion": trained.settings["fusion"],
                 "intensity": intensity,
                 "precision": trained.precision,
+                "folds": trained.folds,
                 "normalization": trained.plans["normalization"],
                 "synthesis": files["synthesis"].name,
             },
@@ -166,7 +174,7 @@ def write_preview(path: Path, volumes, names: list[str], target_name: str, resul
 
 
 def predict_folder(
-    trained: TrainedModel,
+    trained: Predictor,
     input_dir: Path,
     output: Path,
     targets: str = "all",
