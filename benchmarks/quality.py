@@ -10,6 +10,7 @@ paper's Fig. 3).
     python benchmarks/quality.py                         # 60/10/30 cases, 1/4 resolution, 2 CPU cores
     python benchmarks/quality.py --full --device cuda    # full resolution, the planned (paper) network
     python benchmarks/quality.py --train 16 --val 4 --test 4 --downsample 6 --steps 200   # a quick look
+    python benchmarks/quality.py --fusions tsf --ensemble-folds 5   # + tsf's 5-fold ensemble against fold 0
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tsfnet.demo import make_test_scenarios
 from tsfnet.devices import resolve_device
 from tsfnet.evaluation.evaluate import evaluate
 from tsfnet.evaluation.tables import mean_sd
+from tsfnet.inference.ensemble import load_predictor
 from tsfnet.inference.explain import explain_weights
 from tsfnet.inference.model_folder import load_model_folder
 from tsfnet.inference.predictor import predict_folder
@@ -75,19 +77,28 @@ def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path
     save_plans(plans, store / "plans.json")
     preprocess_dataset(RawDataset.load(raw), store, plans, workers=2)
     ids = list_preprocessed(store)
-    write_json(store / SPLITS_FILE, [{"train": ids[: args.train], "val": ids[args.train :]}])
+    write_json(store / SPLITS_FILE, [rotated_split(ids, args, fold) for fold in range(max(args.ensemble_folds, 1))])
     inputs, reference = work / "test" / "inputs", work / "test" / "reference"
     make_test_scenarios(raw, inputs, reference, args.seed, every_subset=True)
     return raw, store, inputs, reference
 
 
-def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path, reference: Path, work: Path) -> dict:
+def rotated_split(ids: list[str], args: argparse.Namespace, fold: int) -> dict[str, list[str]]:
+    """Fold 0 trains on the first `--train` cases; fold k on the same number, the case list
+    rotated by k validation blocks, so every fold has the same data and step budget."""
+    shifted = ids[fold * args.val :] + ids[: fold * args.val]
+    return {"train": sorted(shifted[: args.train]), "val": sorted(shifted[args.train :])}
+
+
+def train_fold(fusion: str, fold: int, args: argparse.Namespace, store: Path, work: Path) -> tuple[Path, float]:
+    """(model folder, seconds): `--steps` in all, split evenly between the stages."""
     stages = len(build_model(load_plans(store / "plans.json"), fusion).stages)
     began = time.perf_counter()
     result = train(
         TrainOptions(
             store=store,
             fusion=fusion,
+            fold=fold,
             output=work / "results",
             device=args.device,
             steps=args.steps // stages,
@@ -95,8 +106,12 @@ def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path,
             seed=args.seed,
         )
     )
-    trained_s = time.perf_counter() - began
-    model = load_model_folder(result.model_dir, resolve_device(args.device))
+    return result.model_dir, time.perf_counter() - began
+
+
+def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path, reference: Path, work: Path) -> dict:
+    model_dir, trained_s = train_fold(fusion, 0, args, store, work)
+    model = load_model_folder(model_dir, resolve_device(args.device))
     began = time.perf_counter()
     report = predict_folder(model, inputs, work / "predictions" / fusion)
     predicted_s = time.perf_counter() - began
@@ -112,6 +127,45 @@ def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path,
         "weights_png": weights_png,
         "parameters": sum(p.numel() for p in model.model.parameters()),
     }
+
+
+def run_ensemble(
+    args: argparse.Namespace, store: Path, inputs: Path, reference: Path, work: Path, fold_0_s: float
+) -> dict:
+    """tsf's folds 1..K-1 at fold 0's budget (fold 0 is `run_fusion`'s, trained in `fold_0_s`),
+    then `predict` with the ensemble of all K; the train time counts all K folds."""
+    extra_s = sum(train_fold("tsf", fold, args, store, work)[1] for fold in range(1, args.ensemble_folds))
+    folds = list(range(args.ensemble_folds))
+    ensemble = load_predictor(work / "results" / "tsf__2d", resolve_device(args.device), folds=folds)
+    predictions = work / "predictions" / "tsf_ensemble"
+    began = time.perf_counter()
+    report = predict_folder(ensemble, inputs, predictions)
+    predicted_s = time.perf_counter() - began
+    rows, _ = evaluate(predictions, reference, work / "evaluation" / "tsf_ensemble", args.lpips_weights)
+    return {
+        "rows": rows,
+        "train_s": fold_0_s + extra_s,
+        "predict_s": predicted_s,
+        "failed": report.failed,
+        "weights_png": None,
+        "parameters": sum(p.numel() for m in ensemble.members for p in m.model.parameters()),
+    }
+
+
+def ensemble_gain(single: dict, ensemble: dict, folds: int) -> list[str]:
+    """What the K-fold ensemble adds over fold 0, and what it costs at prediction time."""
+    lines = ["| inputs | PSNR box fold 0 | PSNR box ensemble | gain dB | SSIM box gain |", "|---|---|---|---|---|"]
+    for n_inputs in (1, 2, 3):
+        psnr_0, psnr_k = mean_of(single, "psnr", n_inputs), mean_of(ensemble, "psnr", n_inputs)
+        ssim_gain = mean_of(ensemble, "ssim", n_inputs) - mean_of(single, "ssim", n_inputs)
+        lines.append(f"| {n_inputs} | {psnr_0:.2f} | {psnr_k:.2f} | {psnr_k - psnr_0:+.2f} | {ssim_gain:+.4f} |")
+    extra = ensemble["predict_s"] - single["predict_s"]
+    lines += [
+        "",
+        f"Prediction of every task: {single['predict_s']:.0f} s with fold 0, {ensemble['predict_s']:.0f} s with "
+        f"the {folds}-fold ensemble ({extra:+.0f} s, x{ensemble['predict_s'] / max(single['predict_s'], 1e-9):.1f}).",
+    ]
+    return lines
 
 
 def table1(outcomes: dict[str, dict]) -> list[str]:
@@ -175,11 +229,24 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="full resolution and the planned network (GPU)")
     parser.add_argument("--lpips-weights", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep the data and models here")
+    parser.add_argument(
+        "--ensemble-folds",
+        type=int,
+        default=0,
+        help="also train tsf folds 1..K-1 (same budget as fold 0) and predict with the K-fold ensemble",
+    )
     args = parser.parse_args()
+    if args.ensemble_folds == 1 or args.ensemble_folds < 0:
+        parser.error("--ensemble-folds takes 0 (off) or at least 2")
+    if args.ensemble_folds and "tsf" not in args.fusions.split(","):
+        parser.error("--ensemble-folds compares with tsf's fold 0: keep tsf in --fusions")
     work = args.work or Path(tempfile.mkdtemp(prefix="tsfnet_quality_"))
     began = time.perf_counter()
     _raw, store, inputs, reference = prepare_data(args, work)
     outcomes = {f: run_fusion(f, args, store, inputs, reference, work) for f in args.fusions.split(",")}
+    ensemble_name = f"tsf x{args.ensemble_folds} folds"
+    if args.ensemble_folds:
+        outcomes[ensemble_name] = run_ensemble(args, store, inputs, reference, work, outcomes["tsf"]["train_s"])
     total_min = (time.perf_counter() - began) / 60
     weights_png = next((o["weights_png"] for o in outcomes.values() if o["weights_png"]), None)
     command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
@@ -207,6 +274,15 @@ def main() -> None:
     if "tsf" in outcomes:
         lines += ["## Table 2: TSF, PSNR inside / outside the TSEM > 99th percentile region", ""]
         lines += [*tsem_table(outcomes["tsf"]), ""]
+    if args.ensemble_folds:
+        lines += [f"## TSF: {args.ensemble_folds}-fold ensemble against fold 0 (same budget per fold)", ""]
+        lines += [
+            f"Fold k trains on {args.train} cases and validates on {args.val}: the case list rotated by k "
+            f"validation blocks (fold 0 is the split every method above used). `tsfnet predict` with the folder "
+            "above the folds averages them in normalised space.",
+            "",
+        ]
+        lines += [*ensemble_gain(outcomes["tsf"], outcomes[ensemble_name], args.ensemble_folds), ""]
     lines += ["## Cost", "", "| method | parameters | train min | predict s (all tasks) | failed cases |"]
     lines += ["|---|---|---|---|---|"]
     for fusion, o in outcomes.items():
