@@ -146,7 +146,8 @@ Predictor = TrainedModel | Ensemble
 
 
 def fold_folders(folder: Path, folds: list[int] | None) -> list[Path]:
-    """The chosen (default: every) fold_K folder below an ensemble folder."""
+    """The chosen (default: every) fold_K folder below an ensemble folder; `fold_all`, trained
+    on every case, is a model of its own, as in nnU-Net, and never part of the ensemble."""
     found = {int(m[1]): p for p in folder.iterdir() if p.is_dir() and (m := FOLD_FOLDER.match(p.name))}
     if folds is None:
         return [found[k] for k in sorted(found)]
