@@ -142,10 +142,10 @@ def test_convert_brats2021_via_cli(tmp_path):
 
 # ---- the installed console script, as a new user meets it ----------------------------------
 
-EXPLODING_PLANNER = '''
+EXPLODING_PLANNER = """
 def plan(fingerprint, gpu_memory_gb=8.0):
     raise RuntimeError("the planner exploded")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
