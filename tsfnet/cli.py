@@ -318,7 +318,14 @@ def evaluate(
             "Dice WT/TC/ET on completed vs real inputs.",
         ),
     ] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="Folder of reference label files.")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="Folder of label files (CASE.nii.gz) for the lesion-region scores and --segmentation "
+            "(default: beside the references, or the dataset's labelsTs/labelsTr).",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
 ) -> None:
     """PSNR / SSIM / LPIPS per case, target and number of inputs; the paper's tables."""

@@ -34,7 +34,8 @@ def _link(src: Path, dst: Path) -> None:
 def make_test_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path, seed: int, every_subset: bool = False) -> int:
     """From each complete test case, virtual cases that keep only some inputs: one random
     subset per number of inputs (1, 2, 3), or with `every_subset` all 14 proper
-    subsets (every one of the 28 tasks); the reference keeps all four."""
+    subsets (every one of the 28 tasks); the reference keeps all four, and the labels go
+    to labelsTs/ beside the reference folder."""
     rng = np.random.default_rng(seed)
     cases = RawDataset.load(raw, images_folder="imagesTs").cases
     n = len(SEQUENCES)
@@ -52,6 +53,8 @@ def make_test_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path, seed: 
                 _link(path, reference_dir / name)
                 if channel in keep:
                     _link(path, inputs_dir / name)
+            if case.label_file is not None:  # where evaluate finds it: the lesion-region scores
+                _link(case.label_file, reference_dir.parent / "labelsTs" / f"{virtual}.nii.gz")
             count += 1
     return count
 

@@ -20,7 +20,7 @@ from tsfnet.data.volume_io import write_volume
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.inference.cases import InputCase, find_input_cases
 from tsfnet.inference.model_folder import TrainedModel
-from tsfnet.plotting import mid_axial, save_montage
+from tsfnet.plotting import heat_overlay, mid_axial, save_montage
 from tsfnet.preprocessing.normalization import BACKGROUND, denormalize
 from tsfnet.preprocessing.pipeline import PreprocessedCase, preprocess_volumes, restore_geometry
 from tsfnet.progress import track
@@ -160,8 +160,8 @@ def write_preview(path: Path, volumes, names: list[str], target_name: str, resul
     panels.append((f"{target_name} (synthesis)", mid_axial(result.synthesis, z)))
     overlay = None
     if result.tsem is not None:
-        panels.append(("TSEM", mid_axial(result.synthesis, z)))
-        overlay = {len(panels) - 1: mid_axial(result.tsem, z)}
+        panels.append(("TSEM (brain P90-P99.5)", mid_axial(result.synthesis, z)))
+        overlay = {len(panels) - 1: heat_overlay(result.tsem, mask, z, "|G(f+fA) - G(f)|")}
     save_montage(path, panels, overlay=overlay)
 
 
