@@ -71,7 +71,8 @@ def evaluate_one(meta_path: Path, meta: dict, pred_dir: Path, reference, channel
     }
     if isinstance(sources, dict):
         row.update({f"w_{k}": v for k, v in sources.items()})
-    tsem_path = meta_path.with_name(meta_path.name.replace("_weights.json", "_tsem.nii.gz"))
+    ending = ".nii" if meta["synthesis"].endswith(".nii") else ".nii.gz"  # predict writes both alike
+    tsem_path = meta_path.with_name(meta_path.name.replace("_weights.json", f"_tsem{ending}"))
     if tsem_path.is_file():
         tsem, _ = read_volume(tsem_path)
         threshold = np.percentile(tsem[brain], TSEM_PERCENTILE)
