@@ -40,8 +40,10 @@ class PreprocessedCase:
 
 
 def plans_signature(plans: dict) -> str:
-    """Hash of the plans fields that change preprocessed data."""
+    """Hash of the plans fields that change preprocessed data, and of the voxel order (cases
+    preprocessed before they were reoriented to RAS are stale)."""
     relevant = {k: plans[k] for k in ("channel_names", "target_spacing", "crop_size", "normalization")}
+    relevant["voxel_order"] = "RAS"
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
