@@ -75,7 +75,8 @@ def evaluate_one(
         row.update({f"w_{k}": v for k, v in sources.items()})
     if label_path is not None:
         row.update(lesion_scores(pred, ref, label_path, volumes.geometry.shape))
-    tsem_path = meta_path.with_name(meta_path.name.replace("_weights.json", "_tsem.nii.gz"))
+    ending = ".nii" if meta["synthesis"].endswith(".nii") else ".nii.gz"  # predict writes both alike
+    tsem_path = meta_path.with_name(meta_path.name.replace("_weights.json", f"_tsem{ending}"))
     if tsem_path.is_file():
         tsem, _ = read_volume(tsem_path)
         threshold = np.percentile(tsem[brain], TSEM_PERCENTILE)

@@ -56,16 +56,23 @@ def parse_targets(targets: str, channel_names: list[str]) -> list[int] | None:
     return chosen
 
 
+def output_ending(case: InputCase) -> str:
+    """The first channel's NIfTI ending (as nnU-Net keeps `file_ending`); other formats get .nii.gz."""
+    first = case.files[min(case.files)].name
+    return ".nii" if first.endswith(".nii") else ".nii.gz"
+
+
 def output_names(case: InputCase, target_name: str, target: int) -> dict[str, str]:
+    ending = output_ending(case)
     if case.layout is not None:  # the challenge's own name, so results can be submitted as they are
-        main = f"{case.case_id}{case.layout.separator}{case.layout.channel_suffixes[target]}.nii.gz"
+        main = f"{case.case_id}{case.layout.separator}{case.layout.channel_suffixes[target]}{ending}"
         base = f"explanations/{case.case_id}_{target_name}"
     else:
-        main = f"{case.case_id}_{target_name}.nii.gz"
+        main = f"{case.case_id}_{target_name}{ending}"
         base = f"{case.case_id}_{target_name}"
     return {
         "synthesis": main,
-        "tsem": f"{base}_tsem.nii.gz",
+        "tsem": f"{base}_tsem{ending}",
         "weights": f"{base}_weights.json",
         "preview": f"{base}_preview.png",
     }
