@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -34,6 +33,7 @@ from tsfnet.training.checkpoint import load_checkpoint, restore_rng, rng_state, 
 from tsfnet.training.data import CaseStore, TaskBatchLoader, batch_iterator, to_batch
 from tsfnet.training.interrupt import StopRequests
 from tsfnet.training.losses import SynthesisCriterion, build_perceptual
+from tsfnet.training.meter import LossMeter
 from tsfnet.training.splits import fold_cases
 from tsfnet.training.stages import Stage
 from tsfnet.training.validation import validate
@@ -278,12 +278,13 @@ class Trainer:
             seed=self.seed * 1_000_003 + start * 101 + self.dist.rank,
             context_slices=self.context,
             needs_labels=stage.needs_labels,
+            task_sampling=self.training.get("task_sampling", "per_sample"),
         )
         loader.usable = [c for c in loader.usable if c in set(self.train_ids)] or loader.usable
         batches = batch_iterator(loader, bool(self.training["augment"]), workers, self.seed + start)
         val_every = self.options.val_every or int(self.training["val_every"])
         self.model.train()
-        running, began = [], time.time()
+        running, began = LossMeter(stage.name), time.time()
         try:
             with make_progress() as progress:
                 task = progress.add_task(
@@ -296,27 +297,27 @@ class Trainer:
                 for step in range(start + 1, steps + 1):
                     batch = to_batch(next(batches), self.model.n_sequences, self.context).to(self.device)
                     loss = stage.step(network, batch, criterion, optimizers, (step - 1) / steps)
-                    if not torch.isfinite(loss):
-                        raise TsfnetError(f"{stage.name} step {step}: loss is {loss.item()} (try a lower --lr)")
                     for scheduler in schedulers.values():
                         scheduler.step()
-                    running.append(float(loss))
+                    running.add(loss, step)  # read back only at log points
                     if step % LOG_EVERY == 0 or step == steps:
                         rate = (step - start) / max(time.time() - began, 1e-9)
+                        mean = running.mean(step)
                         self.log_event(
                             {
                                 "stage": stage.name,
                                 "step": step,
-                                "loss": float(np.mean(running)),
+                                "loss": mean,
                                 "lr": next(iter(schedulers.values())).get_last_lr()[0],
                                 "it_s": rate,
                             }
                         )
-                        progress.update(task, info=f"loss {np.mean(running):.4f}  {rate:.1f} it/s")
-                        running = []
+                        progress.update(task, info=f"loss {mean:.4f}  {rate:.1f} it/s")
                         if step - start == LOG_EVERY:
                             self.announce_duration(stage, steps - step, rate)
                     progress.update(task, completed=step)
+                    if step % val_every == 0 or step == steps or self.stop.requested:
+                        running.check(step)  # never checkpoint weights a non-finite loss has touched
                     if step % val_every == 0 or step == steps:
                         best = self.validate_and_save(stage, step, steps, optimizers, schedulers, best)
                     if self.stop.requested:
