@@ -2,9 +2,11 @@
 batch 8) and a 3D patch. `tsf` is timed in its stage 2 (E frozen; loss on G(f̂) and
 G(f̂ + f_A)); any other fusion in its last stage (the GAN baselines: one discriminator
 and one generator update). CPU always; on CUDA fp32, bf16 autocast, channels_last
-and torch.compile variants.
+and torch.compile variants. Tasks are drawn as the training sampler draws them: by the
+stage's sampler, one per batch (`per_batch`, the plans' default) or one per sample.
 
     python benchmarks/model_speed.py [--steps 3] [--batch 8] [--patch3d 64] [--fusion tsf]
+        [--task-sampling per_batch]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,6 +27,7 @@ from common import machine, write_result
 from tsfnet.model import build_model
 from tsfnet.planning.planner import network_for
 from tsfnet.registry import registry
+from tsfnet.tasks import SAMPLERS
 from tsfnet.training.batch import Batch
 from tsfnet.training.losses import SynthesisCriterion
 
@@ -40,20 +44,28 @@ def paper_plans() -> dict:
     }
 
 
-def random_batch(shape: tuple[int, ...], batch: int, device: torch.device, channels_last: bool) -> Batch:
-    """Three sources, FLAIR the target (pix2pix's pair stage uses the first source)."""
+def random_batch(
+    shape: tuple[int, ...], batch: int, device: torch.device, channels_last: bool, sampling: str, per_batch: bool
+) -> Batch:
+    """Random images, tasks drawn by the stage's sampler: one for the batch or one per sample."""
     images = torch.rand(batch, N, 1, *shape, device=device) * 2 - 1
     if channels_last and len(shape) == 2:
         images = images.contiguous(memory_format=torch.channels_last)
+    rng = np.random.default_rng(0)
+    draw = SAMPLERS[sampling]
+    tasks = [draw(rng, list(range(N)))] * batch if per_batch else [draw(rng, list(range(N))) for _ in range(batch)]
     mask = torch.zeros(batch, N, device=device)
-    mask[:, :3] = 1
+    for b, (sources, _) in enumerate(tasks):
+        mask[b, list(sources)] = 1
+    target = torch.tensor([t for _, t in tasks], device=device)
     return Batch(
         images=images,
         source_mask=mask,
-        target=torch.full((batch,), 3, device=device),
-        target_image=images[:, 3, :1].contiguous(),
+        target=target,
+        target_image=images[torch.arange(batch), target, :1].contiguous(),
         brain_mask=torch.ones(batch, 1, *shape, dtype=torch.bool, device=device),
         available=torch.ones(batch, N, device=device),
+        shared_task=per_batch,
     )
 
 
@@ -67,6 +79,7 @@ def step_time(
     compile_model: bool = False,
     channels_last: bool = False,
     precision: str = "fp32",
+    task_sampling: str = "per_batch",
 ) -> tuple[float, float]:
     """(seconds per step, peak GiB) of the fusion's last training stage, through Stage.step."""
     torch.manual_seed(0)
@@ -78,7 +91,7 @@ def step_time(
     optimizers = stage.optimizers(model, 1e-4)
     criterion = SynthesisCriterion().to(device) if stage.uses_criterion else None
     network = torch.compile(model) if compile_model else model
-    data = random_batch(shape, batch, device, channels_last)
+    data = random_batch(shape, batch, device, channels_last, stage.sampling, task_sampling == "per_batch")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -114,31 +127,35 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--patch3d", type=int, default=64)
     parser.add_argument("--fusion", default="tsf")
+    parser.add_argument("--task-sampling", default="per_batch", choices=["per_batch", "per_sample"])
     args = parser.parse_args()
     rows = []
     cases = [("2d", (192, 192), args.batch), ("3d", (args.patch3d,) * 3, 2)]
     cpu = torch.device("cpu")
     for config, shape, batch in cases:
-        seconds, peak = step_time(args.fusion, config, shape, batch, cpu, args.steps)
+        seconds, peak = step_time(args.fusion, config, shape, batch, cpu, args.steps, task_sampling=args.task_sampling)
         size = "x".join(map(str, shape))
         rows.append(f"| cpu fp32 | {config} | {size} | {batch} | {seconds:.2f} | {peak:.1f} (RSS) |")
     if torch.cuda.is_available():
         gpu = torch.device("cuda")
         for config, shape, batch in cases:
             for label, kwargs in gpu_variants():
-                seconds, peak = step_time(args.fusion, config, shape, batch, gpu, args.steps, **kwargs)
+                seconds, peak = step_time(
+                    args.fusion, config, shape, batch, gpu, args.steps, task_sampling=args.task_sampling, **kwargs
+                )
                 size = "x".join(map(str, shape))
                 rows.append(f"| cuda {label} | {config} | {size} | {batch} | {seconds:.3f} | {peak:.1f} |")
     lines = [
         f"# model_speed ({args.fusion})",
         "",
         f"Command: `python benchmarks/model_speed.py --steps {args.steps} --batch {args.batch} "
-        f"--patch3d {args.patch3d} --fusion {args.fusion}`",
+        f"--patch3d {args.patch3d} --fusion {args.fusion} --task-sampling {args.task_sampling}`",
         f"Machine: {machine()}",
         "",
         f"One training step of `{args.fusion}` (its last stage; for tsf stage 2: E frozen, L1 on G(f̂) and "
         "G(f̂+f_A), Adam) with the paper's network (widths 64/128/256, 6 residual blocks, HyperConv basis 16), "
-        "3 sources, mean of the timed steps after one warm-up step.",
+        f"tasks drawn {args.task_sampling.replace('_', ' ')} by the stage's sampler, mean of the timed steps "
+        "after one warm-up step.",
         "",
         "| device | config | input | batch | s / step | peak GiB |",
         "|---|---|---|---|---|---|",

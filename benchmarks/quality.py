@@ -71,6 +71,7 @@ def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path
     store, plans = plan(raw, work / "preprocessed" / raw.name, workers=2)
     plans["configurations"]["2d"]["batch_size"] = args.batch
     plans["training"]["num_workers"] = args.workers
+    plans["training"]["task_sampling"] = args.task_sampling
     if not args.full:
         plans["network"] = dict(SMALL_NETWORK)
         plans["fusion"].update(SMALL_BASELINES)
@@ -225,6 +226,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    parser.add_argument(
+        "--task-sampling", default="per_batch", choices=["per_batch", "per_sample"], help="tasks per batch or sample"
+    )
     parser.add_argument("--fusions", default=",".join(FUSIONS))
     parser.add_argument("--full", action="store_true", help="full resolution and the planned network (GPU)")
     parser.add_argument("--lpips-weights", type=Path, default=None)
@@ -258,7 +262,8 @@ def main() -> None:
         "",
         f"Data: {args.train} train / {args.val} val / {args.test} test phantom cases "
         f"({'full resolution' if args.full else f'1/{args.downsample} resolution'}), seed {args.seed}. "
-        f"Every method: {args.steps} steps in total (split evenly between stages), batch {args.batch}; "
+        f"Every method: {args.steps} steps in total (split evenly between stages), batch {args.batch}, "
+        f"tasks drawn {args.task_sampling.replace('_', ' ')}; "
         "all 28 tasks per test case (the 14 proper input subsets). Metrics: `tsfnet evaluate` "
         "('box' = brain bounding box on [-1, 1], data range 2; 'brain' = inside the brain mask).",
         "",

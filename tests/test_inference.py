@@ -256,3 +256,53 @@ def test_segmentation_dice_on_completed_versus_real_inputs(model, store, tmp_pat
     assert [r["inputs"] for r in seg_rows] == ["completed", "real"]
     assert all(0 <= float(r[f"dice_{k}"]) <= 1 for r in seg_rows for k in ("WT", "TC", "ET"))
     assert "Segmentation (Dice" in (report_dir / "summary.md").read_text()
+
+
+def test_lesion_scores_are_computed_inside_the_tumour_only(tmp_path):
+    from tsfnet.evaluation.evaluate import lesion_scores
+
+    rng = np.random.default_rng(1)
+    reference = rng.uniform(-1, 1, size=(20, 20, 6))
+    label = np.zeros(reference.shape, np.uint8)
+    label[5:12, 6:14, 2:5] = 2
+    label[7:10, 8:11, 3] = 3
+    noise = np.where(label > 0, rng.normal(0, 0.2, reference.shape), 0.0)
+    path = tmp_path / "CASE.nii.gz"
+    nib.save(nib.Nifti1Image(label, np.eye(4)), str(path))
+    scores = lesion_scores(reference + noise, reference, path, reference.shape)
+    assert scores["psnr_lesion"] == pytest.approx(10 * np.log10(4 / np.mean(noise[label > 0] ** 2)), rel=1e-5)
+    assert scores["ssim_lesion"] < 0.95
+    assert lesion_scores(reference, reference + noise * 0, path, reference.shape)["ssim_lesion"] == pytest.approx(1)
+    nib.save(nib.Nifti1Image(np.zeros_like(label), np.eye(4)), str(path))
+    assert lesion_scores(reference + noise, reference, path, reference.shape) == {}
+    with pytest.raises(InputError, match=r"CASE\.nii\.gz: label shape"):
+        lesion_scores(reference, reference, path, (20, 20, 5))
+
+
+def test_evaluate_reports_the_lesion_region_where_labels_exist(model, evaluated, tmp_path):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for case in ("A1", "A2"):  # A3 has no label: its rows simply have no lesion scores
+        os.link(source_folder(model).parent / "labelsTs" / "PH_0006.nii.gz", labels / f"{case}.nii.gz")
+    out, reference = evaluated[1].parent / "out", evaluated[1].parent / "reference"
+    rows, report_dir = evaluate(out, reference, tmp_path / "report", progress=False, labels_dir=labels)
+    with_lesion = {r["case"] for r in rows if "psnr_lesion" in r}
+    assert with_lesion == {"A1", "A2"}
+    assert all(
+        np.isfinite(r["psnr_lesion"]) and r["psnr_lesion"] != r["psnr_brain"] for r in rows if "psnr_lesion" in r
+    )
+    summary = (report_dir / "summary.md").read_text()
+    assert "## Lesion region: inside the tumour labels" in summary and "| 1 | 3 |" in summary
+
+
+def test_tsem_preview_highlights_a_region():
+    from tsfnet.plotting import heat_overlay
+
+    tsem = np.random.default_rng(0).uniform(0, 0.02, (30, 30, 5)).astype(np.float32)
+    tsem[10:14, 10:14, 2] = 0.5
+    heat = heat_overlay(tsem, np.ones(tsem.shape, bool), 2, "TSEM")
+    shown = heat.values > heat.low
+    hot = np.zeros((30, 30), bool)
+    hot[10:14, 10:14] = True
+    assert shown[np.rot90(hot)].all() and shown.mean() < 0.2  # the hot spot, not the whole slice
+    assert 0.015 < heat.low < 0.02 and heat.high > heat.low  # from the brain TSEM's 90th percentile

@@ -97,12 +97,12 @@ def test_hyperconv_shared_condition_path_matches_the_grouped_one_forward_and_bac
     torch.manual_seed(0)
     layer = HyperConv(2, 3, 3, cond_dim=4)
     x = torch.randn(3, 2, 6, 6)
-    cond = torch.randn(1, 4).expand(3, 4)
-    shared = layer(x, cond)  # one kernel, plain convolution
+    cond = torch.randn(1, 4)
+    shared = layer(x, cond)  # one row for the batch: one kernel, plain convolution
     shared.square().sum().backward()
     shared_grads = [p.grad.clone() for p in layer.parameters()]
     layer.zero_grad()
-    per_sample = torch.cat([layer(x[i : i + 1], cond[i : i + 1]) for i in range(3)])  # grouped path
+    per_sample = layer(x, cond.expand(3, 4))  # one row per sample: grouped convolution
     per_sample.square().sum().backward()
     assert torch.allclose(shared, per_sample, atol=1e-5)
     for shared_grad, parameter in zip(shared_grads, layer.parameters(), strict=True):

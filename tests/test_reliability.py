@@ -95,13 +95,35 @@ CORPUS = [
 ]
 
 
-@pytest.mark.parametrize(("file", "change", "problem"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS])
-def test_plan_names_the_bad_file_in_one_line(tmp_path, capsys, file, change, problem):
-    raw = make_raw(tmp_path / "Dataset001_Bad")
-    change(raw / file)
-    line = one_error_line(*cli(capsys, "plan", "-d", str(raw), "-o", str(tmp_path / "pre"), "--workers", "1"))
+# The default worker count (a process pool) is what users run; one worker runs in-process.
+WORKERS = {"default-workers": (), "one-worker": ("--workers", "1")}
+
+
+def assert_names_the_file(line: str, raw: Path, file: str, problem: str) -> None:
     assert problem in line
     assert str(raw / file) in line or (file.startswith("imagesTr/B") and "B_000" in line), line
+
+
+@pytest.mark.parametrize("workers", WORKERS.values(), ids=WORKERS.keys())
+@pytest.mark.parametrize(("file", "change", "problem"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS])
+def test_plan_names_the_bad_file_in_one_line(tmp_path, capsys, file, change, problem, workers):
+    raw = make_raw(tmp_path / "Dataset001_Bad")
+    change(raw / file)
+    line = one_error_line(*cli(capsys, "plan", "-d", str(raw), "-o", str(tmp_path / "pre"), *workers))
+    assert_names_the_file(line, raw, file, problem)
+
+
+@pytest.mark.parametrize("workers", WORKERS.values(), ids=WORKERS.keys())
+@pytest.mark.parametrize(("file", "change", "problem"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS])
+def test_preprocess_names_the_bad_file_in_one_line(tmp_path, capsys, file, change, problem, workers):
+    """Planned on good data, then a file goes bad before preprocessing."""
+    raw = make_raw(tmp_path / "Dataset001_Bad")
+    store = tmp_path / "pre"
+    assert cli(capsys, "plan", "-d", str(raw), "-o", str(store), "--no-preprocess", "--workers", "1")[0] == 0
+    change(raw / file)
+    line = one_error_line(*cli(capsys, "preprocess", "-d", str(raw), "-o", str(store), *workers))
+    assert_names_the_file(line, raw, file, problem)
+    assert not list((store / "cases").glob("B.*")), "no preprocessed file for the bad case"
 
 
 def test_case_with_no_image_channels_is_named(tmp_path, capsys):
@@ -257,7 +279,7 @@ def test_preprocess_killed_mid_write_then_rerun_completes(tmp_path):
     raw = make_raw(tmp_path / "Dataset001_Ok")
     store = tmp_path / "pre"
     planned = subprocess.run(
-        [sys.executable, "-m", "tsfnet", "plan", "-d", str(raw), "-o", str(store), "--workers", "1"],
+        [sys.executable, "-m", "tsfnet", "plan", "-d", str(raw), "-o", str(store), "--no-preprocess", "--workers", "1"],
         capture_output=True,
         text=True,
         timeout=600,

@@ -14,14 +14,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
-from tsfnet.errors import TsfnetError
+from tsfnet.errors import InputError, TrainingInterrupted, TsfnetError
 
 app = typer.Typer(
     name="tsfnet",
     help="Synthesise missing MRI sequences from any available subset, with explanations (TSF-Seq2Seq).",
-    no_args_is_help=True,
+    no_args_is_help=False,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -51,18 +52,27 @@ def info(message: str) -> None:
 
 
 def find_store(explicit: Path | None) -> Path:
-    """-p, or the one preprocessed dataset (a folder with plans.json) found near the cwd."""
+    """-p, or the one preprocessed dataset that belongs to the cwd: the store `tsfnet plan`
+    wrote for the raw dataset we stand in, else the one store found up to two folders down
+    (a folder of datasets, a demo folder)."""
     if explicit is not None:
         if not (explicit / "plans.json").is_file():
-            raise TsfnetError(f"{explicit}: no plans.json (run tsfnet plan first)")
+            raise InputError(explicit, "no plans.json (run tsfnet plan first)")
         return explicit
+    from tsfnet.planning.api import FINGERPRINT_FILE, default_store
+
     cwd = Path.cwd()
+    if (cwd / "dataset.json").is_file():
+        store = default_store(cwd)
+        if (store / "plans.json").is_file():
+            return store
+        raise InputError(cwd, f"not planned yet: run tsfnet plan here (it writes {store})")
     candidates = sorted(
         {
             p.parent
-            for pattern in ("plans.json", "*/plans.json", "tsfnet_preprocessed/*/plans.json")
+            for pattern in ("plans.json", "*/plans.json", "*/*/plans.json")
             for p in cwd.glob(pattern)
-            if (p.parent / "cases").is_dir() or pattern != "plans.json"
+            if (p.parent / FINGERPRINT_FILE).is_file()  # a store, not a model folder's copy of its plans
         }
     )
     if len(candidates) != 1:
@@ -127,7 +137,10 @@ def plan(
         Path | None,
         typer.Option("-o", "--output", help="Preprocessed folder (default: ../tsfnet_preprocessed/<dataset>)."),
     ] = None,
-    preprocess: Annotated[bool, typer.Option("--preprocess", help="Also preprocess every case.")] = False,
+    preprocess: Annotated[
+        bool,
+        typer.Option("--preprocess/--no-preprocess", help="Also preprocess every case, ready for tsfnet train."),
+    ] = True,
     preset: Annotated[
         str | None,
         typer.Option(
@@ -313,7 +326,14 @@ def evaluate(
             "Dice WT/TC/ET on completed vs real inputs.",
         ),
     ] = None,
-    labels: Annotated[Path | None, typer.Option("--labels", help="Folder of reference label files.")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels",
+            help="Folder of label files (CASE.nii.gz) for the lesion-region scores and --segmentation "
+            "(default: beside the references, or the dataset's labelsTs/labelsTr).",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
 ) -> None:
     """PSNR / SSIM / LPIPS per case, target and number of inputs; the paper's tables."""
@@ -364,31 +384,67 @@ def plugins() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The console script: every failure ends in at most two lines on stderr, never a traceback
+    (unless --debug). Usage mistakes exit 2, errors 1, interrupted training 130 / 143."""
     try:
         app(args=argv, prog_name="tsfnet", standalone_mode=False)
     except TsfnetError as exc:
         if STATE["debug"]:
             raise
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        if isinstance(exc, TrainingInterrupted):  # asked for, so no "error:"
+            console.print(str(exc), highlight=False, soft_wrap=True, markup=False)
+        else:
+            _print_error(str(exc))
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted", highlight=False)
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors and unexpected failures: one line too
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
+    except Exception as exc:
+        code = _command_line_exit(exc)
+        if code is not None:
+            sys.exit(code)
         if STATE["debug"]:
             raise
-        console.print(
-            f"[red]error:[/red] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
+        _print_error(f"{type(exc).__name__}: {_first_line(exc)} (rerun with --debug for the traceback)")
         sys.exit(1)
+
+
+def _print_error(message: str) -> None:
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+# typer bundles its own click since 0.23 (typer._click) and older releases use click itself:
+# the click exception classes are found through the one typer re-exports in every version.
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def _command_line_exit(exc: Exception) -> int | None:
+    """The exit code for click's own outcomes (usage errors, --help's exit, abort), after
+    printing them in two lines at most; None for anything else."""
+    if isinstance(exc, typer.Exit) or type(exc).__name__ == "Exit":
+        return int(getattr(exc, "exit_code", 0))
+    if isinstance(exc, typer.Abort) or type(exc).__name__ == "Abort":
+        console.print("aborted", highlight=False)
+        return 1
+    if not isinstance(exc, _CLICK_EXCEPTION):
+        return None
+    message = exc.format_message().strip()
+    if isinstance(exc, _USAGE_ERROR):
+        context = getattr(exc, "ctx", None)
+        path = context.command_path if context is not None else "tsfnet"
+        group = getattr(context, "command", None)
+        if hasattr(group, "list_commands") and "Did you mean" not in message:  # name the real commands
+            message = f"{message.rstrip('.') or 'Missing command'}; commands: {', '.join(group.list_commands(context))}"
+        _print_error(message)
+        console.print(f"'{path} --help' shows the options", highlight=False, soft_wrap=True)
+    else:
+        _print_error(message)
+    return int(getattr(exc, "exit_code", 2))

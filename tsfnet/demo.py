@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tsfnet.data.dataset import RawDataset
-from tsfnet.data.phantom import SEQUENCES, write_dataset
+from tsfnet.data.phantom import LABELS, SEQUENCES, write_dataset
 from tsfnet.errors import InputError
 
 log = logging.getLogger("tsfnet")
@@ -34,7 +34,8 @@ def _link(src: Path, dst: Path) -> None:
 def make_test_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path, seed: int, every_subset: bool = False) -> int:
     """From each complete test case, virtual cases that keep only some inputs: one random
     subset per number of inputs (1, 2, 3), or with `every_subset` all 14 proper
-    subsets (every one of the 28 tasks); the reference keeps all four."""
+    subsets (every one of the 28 tasks); the reference keeps all four, and the labels go
+    to labelsTs/ beside the reference folder."""
     rng = np.random.default_rng(seed)
     cases = RawDataset.load(raw, images_folder="imagesTs").cases
     n = len(SEQUENCES)
@@ -52,8 +53,27 @@ def make_test_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path, seed: 
                 _link(path, reference_dir / name)
                 if channel in keep:
                     _link(path, inputs_dir / name)
+            if case.label_file is not None:  # where evaluate finds it: the lesion-region scores
+                _link(case.label_file, reference_dir.parent / "labelsTs" / f"{virtual}.nii.gz")
             count += 1
     return count
+
+
+def write_case_figure(raw: Path, path: Path) -> Path:
+    """Mid axial slices of the first training case, through its enhancing tumour: every
+    sequence and the labels (the README's phantom figure is made this way)."""
+    from tsfnet.data.dataset import load_case
+    from tsfnet.plotting import mid_axial, save_montage
+
+    dataset = RawDataset.load(raw)
+    case = load_case(dataset.cases[0], with_label=True)
+    enhancing = np.argwhere(case.label == LABELS["ET"]) if case.label is not None else np.empty((0, 3))
+    z = int(enhancing[:, 2].mean()) if len(enhancing) else None
+    panels = [(dataset.channel_names[c], mid_axial(image, z)) for c, image in sorted(case.images.items())]
+    if case.label is not None:
+        panels.append(("labels (NCR/ED/ET)", mid_axial(case.label.astype(float), z)))
+    last = len(panels) - 1
+    return save_montage(path, panels, cmap={last: "viridis"}, value_range={last: (0, 3)})
 
 
 def run_demo(
@@ -67,6 +87,9 @@ def run_demo(
     missing_rate: float,
     overwrite: bool,
 ) -> None:
+    """Everything lands under `output` in the layout the short commands expect: the raw
+    dataset, `tsfnet_preprocessed/` and `tsfnet_results/` beside it (so `tsfnet train` run in
+    `output` or in the dataset finds the store), then the test inputs, predictions and reports."""
     from tsfnet.devices import resolve_device
     from tsfnet.evaluation.evaluate import evaluate
     from tsfnet.inference.explain import explain_weights
@@ -83,19 +106,16 @@ def run_demo(
         shutil.rmtree(output)
     n_train = cases if generate_only else max(cases - N_TEST, 4)
     n_test = 0 if generate_only else N_TEST
-    raw = write_dataset(
-        output / "raw", n_train, downsample, seed, missing_rate=missing_rate, progress=True, n_test=n_test
-    )
-    log.info(f"phantom dataset: {raw}")
+    raw = write_dataset(output, n_train, downsample, seed, missing_rate=missing_rate, progress=True, n_test=n_test)
+    log.info(f"phantom dataset: {raw}; one case pictured in {write_case_figure(raw, output / 'phantom.png')}")
     if generate_only:
         return
-    store, plans = plan(raw, output / "preprocessed" / raw.name)
+    store, plans = plan(raw)
     preprocess_dataset(RawDataset.load(raw), store, plans)
     result = train(
         TrainOptions(
             store=store,
             fusion="tsf",
-            output=output / "results",
             device=device,
             steps=steps,
             batch_size=DEMO_BATCH,

@@ -73,11 +73,14 @@ class FusionModel(Seq2SeqCore):
         self.fusion = fusion_cls(self.n_sequences, self.encoder.out_channels, self.dims, **options)
 
     def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
-        fused = self.fusion(features, source_mask, task_code(source_mask, target, self.n_sequences))
+        # A (1,) target means the batch shares one task: one code row, dense HyperConvs.
+        code = task_code(source_mask[: len(target)], target, self.n_sequences)
+        fused = self.fusion(features, source_mask, code)
         if fused.residual is None:
             return ModelOutput(self.head(fused.fused, target), weights=fused.weights)
         # One head call decodes both f̂ and f̂ + f_A.
-        both = self.head(torch.cat([fused.fused, fused.fused + fused.residual]), torch.cat([target, target]))
+        targets = target if len(target) == 1 else torch.cat([target, target])
+        both = self.head(torch.cat([fused.fused, fused.fused + fused.residual]), targets)
         base, enhanced = both.chunk(2)
         return ModelOutput(enhanced, base, fused.weights)
 

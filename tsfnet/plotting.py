@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -19,15 +20,34 @@ def mid_axial(volume: np.ndarray, index: int | None = None) -> np.ndarray:
     return np.rot90(volume[:, :, z])
 
 
+@dataclass(frozen=True)
+class HeatOverlay:
+    """A map drawn in colour over a grey panel where it exceeds `low`, saturating at `high`,
+    with a colour bar: a percentile-scaled map points at a region instead of painting the
+    whole brain."""
+
+    values: np.ndarray
+    low: float
+    high: float
+    label: str
+
+
+def heat_overlay(volume: np.ndarray, inside: np.ndarray, index: int | None, label: str) -> HeatOverlay:
+    """Shown from the 90th to the 99.5th percentile of the volume's values `inside` the brain."""
+    values = volume[inside] if inside.any() else volume.ravel()
+    low, high = (float(v) for v in np.percentile(values, [90.0, 99.5]))
+    return HeatOverlay(mid_axial(volume, index), low, max(high, low + 1e-6), label)
+
+
 def save_montage(
     path: Path,
     panels: list[tuple[str, np.ndarray]],
-    overlay: dict[int, np.ndarray] | None = None,
+    overlay: dict[int, HeatOverlay] | None = None,
     overwrite: bool = True,
     cmap: dict[int, str] | None = None,
     value_range: dict[int, tuple[float, float]] | None = None,
 ) -> Path:
-    """One row of 2D panels (already sliced); `overlay[i]` is drawn in colour over panel i."""
+    """One row of 2D panels (already sliced); `overlay[i]` is drawn as a heat map over panel i."""
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
     for i, (ax, (title, image)) in enumerate(zip(axes[0], panels, strict=True)):
         lo, hi = np.percentile(image, [0.5, 99.5]) if image.any() else (0.0, 1.0)
@@ -35,8 +55,18 @@ def save_montage(
             lo, hi = value_range[i]
         ax.imshow(image, cmap=(cmap or {}).get(i, "gray"), vmin=lo, vmax=max(hi, lo + 1e-6))
         if overlay is not None and i in overlay:
-            masked = np.ma.masked_where(overlay[i] <= 0, overlay[i])
-            ax.imshow(masked, cmap="autumn", alpha=0.6, interpolation="nearest")
+            heat = overlay[i]
+            shown = ax.imshow(
+                np.ma.masked_where(heat.values <= heat.low, heat.values),
+                cmap="inferno",
+                vmin=heat.low,
+                vmax=heat.high,
+                alpha=0.85,
+                interpolation="nearest",
+            )
+            bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
+            bar.set_label(heat.label, fontsize=8)
+            bar.ax.tick_params(labelsize=7)
         ax.set_title(title, fontsize=10)
         ax.axis("off")
     fig.tight_layout()

@@ -49,4 +49,9 @@ def sample_pair(rng: np.random.Generator, available: list[int]) -> tuple[tuple[i
     return (int(source),), int(target)
 
 
+# How a training batch draws its tasks: each sample its own (every HyperConv then runs a
+# grouped convolution, one group per sample), or one task for the whole batch, as the
+# authors train (one dense convolution per HyperConv).
+TASK_SAMPLING = ("per_sample", "per_batch")
+
 SAMPLERS = {"one_to_one": sample_one_to_one, "many_to_one": sample_many_to_one, "pairs": sample_pair}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,10 +80,12 @@ def convert(layout_name: str, src: Path, dst: Path, progress: bool = True) -> Co
         example = f"CASE{layout.separator}{layout.channel_suffixes[0]}.nii.gz"
         raise InputError(src, f"no {layout.name} files found (expected names like {example})")
     incomplete: dict[str, list[str]] = {}
+    endings: list[str] = []  # the sources' own, kept: dataset.json declares the most common
     for case_id, files in track(sorted(cases.items()), f"converting {layout.name}", enabled=progress):
         for channel, suffix in enumerate(layout.channel_suffixes):
             if suffix in files:
                 ending = next(e for e in ENDINGS if files[suffix].name.endswith(e))
+                endings.append(ending)
                 _link_or_copy(files[suffix], dst / "imagesTr" / f"{case_id}_{channel:04d}{ending}")
             else:
                 incomplete.setdefault(case_id, []).append(layout.channel_names[channel])
@@ -96,7 +99,7 @@ def convert(layout_name: str, src: Path, dst: Path, progress: bool = True) -> Co
         "channel_names": {str(i): n for i, n in enumerate(layout.channel_names)},
         "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3 if layout is BRASYN else 4},
         "numTraining": len(cases),
-        "file_ending": ".nii.gz",
+        "file_ending": Counter(endings).most_common(1)[0][0] if endings else ".nii.gz",
         "source_layout": layout.name,
     }
     (dst / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")

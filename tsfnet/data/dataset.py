@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from tsfnet.atomic import read_json
+from tsfnet.data.orientation import canonical_geometry, orientation_codes, reorient, to_canonical
 from tsfnet.data.volume_io import Geometry, read_volume
 from tsfnet.errors import InputError
 
 CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 KNOWN_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr")
+GEOMETRY_TOLERANCE = 1e-3  # mm, per affine entry: channels closer than this share a grid
 
 
 def foreground_values(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -41,7 +43,7 @@ class RawCase:
 
 @dataclass
 class CaseVolumes:
-    """The channels a case has, all on one grid."""
+    """The channels a case has, all on one grid, in that grid's stored voxel order."""
 
     case_id: str
     images: dict[int, np.ndarray]
@@ -56,6 +58,13 @@ class CaseVolumes:
         for image in self.images.values():
             mask |= image != 0
         return mask
+
+    def canonical(self) -> CaseVolumes:
+        """The case in RAS voxel order, as planning and the network see it: the storage
+        orientation must not change what they compute."""
+        images = {channel: to_canonical(image, self.geometry) for channel, image in self.images.items()}
+        label = None if self.label is None else to_canonical(self.label, self.geometry)
+        return CaseVolumes(self.case_id, images, canonical_geometry(self.geometry), label)
 
 
 @dataclass
@@ -160,7 +169,12 @@ def scan_cases(folder: Path, n_channels: int, file_ending: str, labels_folder: P
 
 
 def load_case(case: RawCase, with_label: bool = False) -> CaseVolumes:
-    """Read every channel a case has; all must share shape and affine (1e-3)."""
+    """Read every channel a case has, on the grid of the first one.
+
+    Channels (and the label) may store that grid in another voxel order (LAS, LPS, a
+    transposed one): they are compared after reorienting to RAS and then brought to the
+    first channel's order, which is also the geometry outputs are written in.
+    """
     if not case.channel_files:
         where = case.label_file if case.label_file is not None else Path(case.case_id)
         raise InputError(where, "case has no image channels")
@@ -172,30 +186,50 @@ def load_case(case: RawCase, with_label: bool = False) -> CaseVolumes:
             raise InputError(path, "volume is all zeros")
         if reference is None:
             reference = (path, geometry)
-        elif not geometry.matches(reference[1]):
-            what = "shape" if geometry.shape != reference[1].shape else "affine"
-            raise InputError(
-                path,
-                f"{what} differs from {reference[0].name} ({_describe(geometry, what)} vs "
-                f"{_describe(reference[1], what)})",
-            )
-        images[channel] = data
+        images[channel] = _onto_reference(path, data, geometry, reference)
     assert reference is not None
     label = None
     if with_label and case.label_file is not None:
         label_data, label_geometry = read_volume(case.label_file)
-        if label_geometry.shape != reference[1].shape:
-            raise InputError(case.label_file, f"label shape {label_geometry.shape} differs from images")
-        label = np.rint(label_data).astype(np.uint8)
+        label = np.rint(_onto_reference(case.label_file, label_data, label_geometry, reference)).astype(np.uint8)
     return CaseVolumes(case.case_id, images, reference[1], label)
 
 
-def _describe(geometry: Geometry, what: str) -> str:
-    if what == "shape":
-        return "x".join(map(str, geometry.shape))
-    return (
-        "origin "
-        + ",".join(f"{v:.3g}" for v in geometry.affine[:3, 3])
-        + " spacing "
-        + ",".join(f"{v:.3g}" for v in geometry.spacing)
-    )
+def _onto_reference(path: Path, data: np.ndarray, geometry: Geometry, reference: tuple[Path, Geometry]) -> np.ndarray:
+    """`data` in the reference's voxel order; one-line error if the grids differ beyond flips/permutations."""
+    reference_path, reference_geometry = reference
+    ours, theirs = canonical_geometry(geometry), canonical_geometry(reference_geometry)
+    if ours.shape != theirs.shape:
+        codes = orientation_codes(geometry), orientation_codes(reference_geometry)
+        shown = [
+            "x".join(map(str, g.shape)) + (f" {code}" if codes[0] != codes[1] else "")
+            for g, code in zip((geometry, reference_geometry), codes, strict=True)
+        ]
+        raise InputError(path, f"shape differs from {reference_path.name} ({shown[0]} vs {shown[1]})")
+    if not ours.matches(theirs, GEOMETRY_TOLERANCE):
+        raise InputError(
+            path,
+            f"affine differs from {reference_path.name} after reorienting both to RAS "
+            f"({_differences(ours, theirs, geometry, reference_geometry)})",
+        )
+    return reorient(data, geometry, reference_geometry)
+
+
+def _differences(ours: Geometry, theirs: Geometry, geometry: Geometry, reference: Geometry) -> str:
+    """What differs between two RAS-ordered grids: origin, spacing, direction (always shown)."""
+    parts = []
+    if not np.allclose(ours.affine[:3, 3], theirs.affine[:3, 3], atol=GEOMETRY_TOLERANCE):
+        parts.append(f"origin {_numbers(ours.affine[:3, 3])} vs {_numbers(theirs.affine[:3, 3])}")
+    if not np.allclose(ours.spacing, theirs.spacing, atol=GEOMETRY_TOLERANCE):
+        parts.append(f"spacing {_numbers(ours.spacing)} vs {_numbers(theirs.spacing)}")
+    ours_direction = ours.affine[:3, :3] / np.asarray(ours.spacing)
+    theirs_direction = theirs.affine[:3, :3] / np.asarray(theirs.spacing)
+    cosine = (np.trace(ours_direction.T @ theirs_direction) - 1) / 2
+    angle = float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+    direction = f"direction {orientation_codes(geometry)} vs {orientation_codes(reference)}"
+    parts.append(direction + (f", {angle:.3g}° apart" if angle >= 0.01 else ""))
+    return "; ".join(parts)
+
+
+def _numbers(values) -> str:
+    return ",".join(f"{v:.3g}" for v in values)

@@ -70,6 +70,8 @@ def read_volume(path: Path) -> tuple[np.ndarray, Geometry]:
     if not np.isfinite(data).all():
         n_bad = int((~np.isfinite(data)).sum())
         raise InputError(path, f"contains {n_bad} NaN/inf voxels")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(path, "affine is degenerate (a voxel axis of zero length, or two parallel axes)")
     return data, Geometry(tuple(int(s) for s in data.shape), affine)
 
 

@@ -42,7 +42,9 @@ def find_predictions(pred_dir: Path) -> list[tuple[Path, dict]]:
     return found
 
 
-def evaluate_one(meta_path: Path, meta: dict, pred_dir: Path, reference, channel_names, lpips) -> dict:
+def evaluate_one(
+    meta_path: Path, meta: dict, pred_dir: Path, reference, channel_names, lpips, label_path: Path | None = None
+) -> dict:
     if meta.get("intensity", "normalized") != "normalized":
         raise InputError(meta_path, "evaluate needs predictions in normalised units (predict without --intensity)")
     target = channel_names.index(meta["target"])
@@ -71,7 +73,10 @@ def evaluate_one(meta_path: Path, meta: dict, pred_dir: Path, reference, channel
     }
     if isinstance(sources, dict):
         row.update({f"w_{k}": v for k, v in sources.items()})
-    tsem_path = meta_path.with_name(meta_path.name.replace("_weights.json", "_tsem.nii.gz"))
+    if label_path is not None:
+        row.update(lesion_scores(pred, ref, label_path, volumes.geometry.shape))
+    ending = ".nii" if meta["synthesis"].endswith(".nii") else ".nii.gz"  # predict writes both alike
+    tsem_path = meta_path.with_name(meta_path.name.replace("_weights.json", f"_tsem{ending}"))
     if tsem_path.is_file():
         tsem, _ = read_volume(tsem_path)
         threshold = np.percentile(tsem[brain], TSEM_PERCENTILE)
@@ -79,6 +84,29 @@ def evaluate_one(meta_path: Path, meta: dict, pred_dir: Path, reference, channel
         row["psnr_tsem_high"] = psnr(pred, ref, high) if high.any() else float("nan")
         row["psnr_tsem_low"] = psnr(pred, ref, brain & ~high)
     return row
+
+
+def lesion_scores(pred: np.ndarray, ref: np.ndarray, label_path: Path, shape: tuple[int, ...]) -> dict:
+    """PSNR and SSIM inside the tumour (every non-zero label): whole-brain scores hide
+    whether a synthesis shows the lesion, the part a radiologist looks at first."""
+    label, geometry = read_volume(label_path)
+    if geometry.shape != shape:
+        raise InputError(label_path, f"label shape {geometry.shape} differs from the reference {shape}")
+    tumour = label > 0.5
+    if not tumour.any():
+        return {}
+    return {"psnr_lesion": psnr(pred, ref, tumour), "ssim_lesion": ssim(pred, ref, tumour)}
+
+
+def reference_label(case_id: str, reference_dir: Path, labels_dir: Path | None) -> Path | None:
+    """The case's label file if there is one (in --labels, beside the references, or in the
+    dataset's labelsTs/labelsTr); lesion scores are simply left out without it."""
+    from tsfnet.evaluation.segmentation import find_label
+
+    try:
+        return find_label(case_id, Path(reference_dir), labels_dir)
+    except InputError:
+        return None
 
 
 def evaluate(
@@ -109,7 +137,8 @@ def evaluate(
             failures.append(f"{meta_path}: no reference case '{meta['case']}' in {reference_dir}")
             continue
         try:
-            rows.append(evaluate_one(meta_path, meta, pred_dir, reference, channel_names, lpips))
+            label = reference_label(meta["case"], reference_dir, labels_dir)
+            rows.append(evaluate_one(meta_path, meta, pred_dir, reference, channel_names, lpips, label))
         except TsfnetError as exc:
             failures.append(str(exc))
     if not rows:

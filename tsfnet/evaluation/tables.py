@@ -53,6 +53,18 @@ def summary_markdown(rows: list[dict], notes: list[str]) -> str:
     for target, group in grouped(rows, "target").items():
         cells = [mean_sd([float(r[k]) for r in group]) for k in ("psnr", "ssim", "psnr_brain")]
         lines.append(f"| {target} | {len(group)} | " + " | ".join(cells) + " |")
+    lesion_rows = [r for r in rows if "psnr_lesion" in r]
+    if lesion_rows:
+        lines += [
+            "",
+            "## Lesion region: inside the tumour labels",
+            "",
+            "| inputs | n | PSNR lesion | SSIM lesion |",
+            "|---|---|---|---|",
+        ]
+        for n_inputs, group in grouped(lesion_rows, "n_inputs").items():
+            cells = [mean_sd([float(r[k]) for r in group]) for k in ("psnr_lesion", "ssim_lesion")]
+            lines.append(f"| {n_inputs} | {len(group)} | " + " | ".join(cells) + " |")
     tsem_rows = [r for r in rows if "psnr_tsem_high" in r]
     if tsem_rows:
         lines += [

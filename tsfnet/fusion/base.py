@@ -70,6 +70,8 @@ class Network(nn.Module):
         raise NotImplementedError
 
     def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
+        """target (B,), or (1,) when the whole batch shares one task (sources and target):
+        the caller knows that on the host, and task-conditioned layers then run dense."""
         raise NotImplementedError
 
     def synthesise(self, images: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
@@ -86,6 +88,11 @@ def weighted_sum(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Σ_i w_i f_i over the sequence axis."""
     shape = (*weights.shape, *([1] * (features.dim() - 2)))
     return (features * weights.view(shape)).sum(dim=1)
+
+
+def per_sample(target: torch.Tensor, batch: int) -> torch.Tensor:
+    """A target shared by the batch ((1,)) as one per sample ((B,)), for networks that index by it."""
+    return target.expand(batch)
 
 
 def expand_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tsfnet.fusion.adversarial import AdversarialNetwork, AdversarialTerms
-from tsfnet.fusion.base import ModelOutput, expand_mask
+from tsfnet.fusion.base import ModelOutput, expand_mask, per_sample
 from tsfnet.nets.blocks import ConvNormAct, conv
 from tsfnet.nets.gan import PatchGAN
 from tsfnet.registry import register
@@ -143,6 +143,7 @@ class HiNet(AdversarialNetwork):
     def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
         every = self.fuse_and_decode(self.sequence_levels(features), source_mask)
         weights = source_mask / source_mask.sum(dim=1, keepdim=True)
+        target = per_sample(target, len(every))
         return ModelOutput(every[torch.arange(len(target), device=target.device), target].unsqueeze(1), weights=weights)
 
     def generate(self, batch: Batch, progress: float) -> AdversarialTerms:

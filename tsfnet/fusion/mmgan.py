@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from tsfnet.fusion.adversarial import AdversarialNetwork, AdversarialTerms
-from tsfnet.fusion.base import ModelOutput, expand_mask
+from tsfnet.fusion.base import ModelOutput, expand_mask, per_sample
 from tsfnet.nets.gan import PatchGAN, UNet
 from tsfnet.registry import register
 from tsfnet.training.batch import Batch
@@ -59,6 +59,7 @@ class MMGAN(AdversarialNetwork):
 
     def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
         every = self.impute_all(features)
+        target = per_sample(target, len(every))
         return ModelOutput(every[torch.arange(len(target), device=target.device), target].unsqueeze(1))
 
     def scenario(self, batch: Batch, progress: float) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from tsfnet.fusion.adversarial import AdversarialNetwork, AdversarialTerms
-from tsfnet.fusion.base import ModelOutput
+from tsfnet.fusion.base import ModelOutput, per_sample
 from tsfnet.nets.gan import PatchGAN, UNet
 from tsfnet.registry import register
 from tsfnet.training.batch import Batch
@@ -65,6 +65,7 @@ class Pix2Pix(AdversarialNetwork):
 
     def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
         """Average of G_{s→t}(x_s) over the sources s of each sample."""
+        target = per_sample(target, len(source_mask))
         total = features.new_zeros(len(target), 1, *features.shape[3:])
         for source in range(self.n_sequences):
             for t in target.unique().tolist():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from tsfnet.fusion.base import ModelOutput
+from tsfnet.fusion.base import ModelOutput, per_sample
 from tsfnet.model import Seq2SeqCore
 from tsfnet.registry import register
 
@@ -18,6 +18,7 @@ class Seq2SeqAverage(Seq2SeqCore):
         self.stages = ("pretrain",)
 
     def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
+        target = per_sample(target, len(source_mask))
         index = source_mask.bool().nonzero(as_tuple=True)
         outputs = self.head(features[index], target[index[0]])
         total = outputs.new_zeros(len(target), *outputs.shape[1:]).index_add_(0, index[0], outputs)

@@ -134,7 +134,8 @@ def predict_targets(
             mask[:, list(sources)] = 1
             features = model.encode(x.to(device), mask)
             for target in targets:
-                out = model.decode(features, mask, torch.full((batch,), target, dtype=torch.long, device=device))
+                # One target for the whole batch, said by its shape: dense HyperConvs, no device check.
+                out = model.decode(features, mask, torch.full((1,), target, dtype=torch.long, device=device))
                 omega = None if out.weights is None else out.weights.float().sum(0).cpu().numpy()
                 results[target].add(
                     where,

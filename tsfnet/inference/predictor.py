@@ -20,7 +20,7 @@ from tsfnet.data.volume_io import write_volume
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.inference.cases import InputCase, find_input_cases
 from tsfnet.inference.ensemble import Predictor
-from tsfnet.plotting import mid_axial, save_montage
+from tsfnet.plotting import heat_overlay, mid_axial, save_montage
 from tsfnet.preprocessing.normalization import BACKGROUND, denormalize
 from tsfnet.preprocessing.pipeline import PreprocessedCase, preprocess_volumes, restore_geometry
 from tsfnet.progress import track
@@ -57,19 +57,26 @@ def parse_targets(targets: str, channel_names: list[str]) -> list[int] | None:
     return chosen
 
 
+def output_ending(case: InputCase) -> str:
+    """The first channel's NIfTI ending (as nnU-Net keeps `file_ending`); other formats get .nii.gz."""
+    first = case.files[min(case.files)].name
+    return ".nii" if first.endswith(".nii") else ".nii.gz"
+
+
 def output_names(case: InputCase, target_name: str, target: int) -> dict[str, str]:
+    ending = output_ending(case)
     if case.layout is not None:  # the challenge's own name, so results can be submitted as they are
-        main = f"{case.case_id}{case.layout.separator}{case.layout.channel_suffixes[target]}.nii.gz"
+        main = f"{case.case_id}{case.layout.separator}{case.layout.channel_suffixes[target]}{ending}"
         base = f"explanations/{case.case_id}_{target_name}"
     else:
-        main = f"{case.case_id}_{target_name}.nii.gz"
+        main = f"{case.case_id}_{target_name}{ending}"
         base = f"{case.case_id}_{target_name}"
     return {
         "synthesis": main,
-        "tsem": f"{base}_tsem.nii.gz",
+        "tsem": f"{base}_tsem{ending}",
         "weights": f"{base}_weights.json",
         "preview": f"{base}_preview.png",
-        "folds_sd": f"{base}_folds_sd.nii.gz",
+        "folds_sd": f"{base}_folds_sd{ending}",
     }
 
 
@@ -168,8 +175,8 @@ def write_preview(path: Path, volumes, names: list[str], target_name: str, resul
     panels.append((f"{target_name} (synthesis)", mid_axial(result.synthesis, z)))
     overlay = None
     if result.tsem is not None:
-        panels.append(("TSEM", mid_axial(result.synthesis, z)))
-        overlay = {len(panels) - 1: mid_axial(result.tsem, z)}
+        panels.append(("TSEM (brain P90-P99.5)", mid_axial(result.synthesis, z)))
+        overlay = {len(panels) - 1: heat_overlay(result.tsem, mask, z, "|G(f+fA) - G(f)|")}
     save_montage(path, panels, overlay=overlay)
 
 

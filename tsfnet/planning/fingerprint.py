@@ -39,7 +39,7 @@ def intensity_stats(values: np.ndarray) -> dict[str, float]:
 
 
 def case_fingerprint(case: RawCase, channel_names: list[str], seed: int = 0) -> dict:
-    volumes = load_case(case)
+    volumes = load_case(case).canonical()  # shapes, spacings and boxes per axis as the network sees them
     mask = volumes.brain_mask
     rng = np.random.default_rng(seed)
     channels, samples = {}, {}

@@ -62,6 +62,8 @@ def default_training() -> dict:
         "val_every": 250,
         "num_workers": 2,
         "augment": True,
+        # One task per batch, as the authors train: dense HyperConvs (benchmarks/train_speed.py).
+        "task_sampling": "per_batch",
         "loss": {"reconstruction": "l1", "rec_weight": 10.0, "perceptual_weight": 0.01},
         "pretrain": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
         "finetune": {"steps": 10000, "lr": 1e-4, "schedule": "poly"},

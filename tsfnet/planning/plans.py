@@ -12,6 +12,7 @@ from typing import Any
 
 from tsfnet.atomic import read_json, write_json
 from tsfnet.errors import InputError
+from tsfnet.tasks import TASK_SAMPLING
 
 SCHEMA_VERSION = 1
 NUMBER = (int, float)
@@ -87,6 +88,9 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
         raise InputError(path, "'configurations' is empty")
     for name, config in plans["configurations"].items():
         _check(config, CONFIGURATION_SCHEMA, f"configurations.{name}", path)
+    sampling = plans["training"].get("task_sampling", "per_sample")  # plans older than the option: per sample
+    if sampling not in TASK_SAMPLING:
+        raise InputError(path, f"'training.task_sampling' must be {' or '.join(TASK_SAMPLING)}, got {sampling!r}")
     stride = total_stride(plans)
     for name, config in plans["configurations"].items():
         if any(v % stride for v in config["patch_size"]):

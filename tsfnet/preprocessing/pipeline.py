@@ -1,8 +1,9 @@
 """Raw case -> preprocessed arrays + properties, and predictions back to raw geometry.
 
-Steps: crop to the brain box, resample to the target spacing, normalise each channel
-inside the brain, then centre-crop/pad to the plans' crop size. The properties keep
-everything needed to invert the steps exactly.
+Steps: reorder the voxels to RAS (so the storage orientation does not matter), crop to
+the brain box, resample to the target spacing, normalise each channel inside the brain,
+then centre-crop/pad to the plans' crop size. The properties keep everything needed to
+invert the steps exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from tsfnet.atomic import atomic_path, read_json, remove_stale_temporaries, write_json
 from tsfnet.data.dataset import CaseVolumes, RawCase, RawDataset, load_case
+from tsfnet.data.orientation import canonical_geometry, from_canonical
 from tsfnet.data.volume_io import Geometry
 from tsfnet.errors import InputError
 from tsfnet.parallel import parallel_map
@@ -38,13 +40,18 @@ class PreprocessedCase:
 
 
 def plans_signature(plans: dict) -> str:
-    """Hash of the plans fields that change preprocessed data."""
+    """Hash of the plans fields that change preprocessed data, and of the voxel order (cases
+    preprocessed before they were reoriented to RAS are stale)."""
     relevant = {k: plans[k] for k in ("channel_names", "target_spacing", "crop_size", "normalization")}
+    relevant["voxel_order"] = "RAS"
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def preprocess_volumes(volumes: CaseVolumes, plans: dict) -> PreprocessedCase:
+    """The network's view of a case: RAS voxel order, then crop, resample, normalise."""
     names = plans["channel_names"]
+    stored = volumes.geometry
+    volumes = volumes.canonical()
     geometry = volumes.geometry
     full_mask = volumes.brain_mask
     if not full_mask.any():
@@ -69,7 +76,7 @@ def preprocess_volumes(volumes: CaseVolumes, plans: dict) -> PreprocessedCase:
     properties = {
         "case_id": volumes.case_id,
         "available": [names[i] for i in sorted(volumes.images)],
-        "geometry": geometry.to_json(),
+        "geometry": stored.to_json(),  # the input's own voxel order, restored on output
         "bbox": bbox,
         "resampled_shape": list(target_shape),
         "offsets": offsets,
@@ -80,12 +87,12 @@ def preprocess_volumes(volumes: CaseVolumes, plans: dict) -> PreprocessedCase:
 
 
 def restore_geometry(volume: np.ndarray, properties: dict, fill: float, nearest: bool = False) -> np.ndarray:
-    """Inverse of preprocessing's spatial steps: plan grid -> the raw file's grid."""
-    geometry = Geometry.from_json(properties["geometry"])
+    """Inverse of preprocessing's spatial steps: plan grid -> the raw file's grid and voxel order."""
+    stored = Geometry.from_json(properties["geometry"])
     bbox = properties["bbox"]
     region = geo.uncrop_or_pad(volume, tuple(properties["resampled_shape"]), properties["offsets"], fill)
     region = geo.resize(region, tuple(hi - lo for lo, hi in bbox), nearest)
-    return geo.paste_in_bbox(region, bbox, geometry.shape, fill)
+    return from_canonical(geo.paste_in_bbox(region, bbox, canonical_geometry(stored).shape, fill), stored)
 
 
 # ---- the store -------------------------------------------------------------------------------

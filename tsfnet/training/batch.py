@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -16,10 +16,18 @@ class Batch:
     brain_mask: torch.Tensor  # (B, 1, *S) bool
     label: torch.Tensor | None = None  # (B, *S) long
     available: torch.Tensor | None = None  # (B, N) float 0/1: the sequences the case has
+    # Every sample has the same sources and target: known on the host when the batch is built.
+    shared_task: bool = field(default=False, kw_only=True)
+
+    @property
+    def task_target(self) -> torch.Tensor:
+        """The target as the model takes it: (1,) when the batch shares its task, so every
+        HyperConv runs one dense convolution, else (B,)."""
+        return self.target[:1] if self.shared_task else self.target
 
     def to(self, device: torch.device) -> Batch:
-        moved = {
-            f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device, non_blocking=True)
-            for f in fields(self)
-        }
-        return Batch(**moved)
+        """On `device`; tensors are copied asynchronously (from pinned memory on CUDA)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(
+            **{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+        )

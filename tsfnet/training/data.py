@@ -1,6 +1,9 @@
 """Training batches from the preprocessed store, through batchgenerators.
 
-Each sample draws its own task from the channels its case actually has. Spatial
+Tasks are drawn from the channels a case actually has: each sample its own
+(`per_sample`), or one task for the whole batch (`per_batch`, the authors' practice:
+every HyperConv then runs one dense convolution), whose samples then come from the
+cases that have the task's sources and target. Spatial
 augmentations (rotation, scaling, mirroring) and a gamma change are applied to all
 sequences of a sample alike, so the source -> target mapping stays consistent.
 """
@@ -19,7 +22,7 @@ from batchgenerators.transforms.abstract_transforms import AbstractTransform, Co
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform_2
 
 from tsfnet.preprocessing.pipeline import load_preprocessed
-from tsfnet.tasks import SAMPLERS
+from tsfnet.tasks import SAMPLERS, TASK_SAMPLING
 from tsfnet.training.batch import Batch
 
 BRAIN_SLICE_PROBABILITY = 0.9
@@ -69,8 +72,12 @@ class TaskBatchLoader(SlimDataLoaderBase):
         seed: int,
         context_slices: int = 1,
         needs_labels: bool = False,
+        task_sampling: str = "per_sample",
     ) -> None:
+        if task_sampling not in TASK_SAMPLING:
+            raise ValueError(f"task_sampling must be one of {', '.join(TASK_SAMPLING)}, got {task_sampling!r}")
         super().__init__(store.case_ids, batch_size, None)
+        self.per_batch = task_sampling == "per_batch"
         self.store, self.patch_size, self.sample_task = store, list(patch_size), SAMPLERS[sampling]
         self.context, self.needs_labels, self.seed = context_slices, needs_labels, seed
         self.rng: np.random.Generator | None = None
@@ -86,13 +93,26 @@ class TaskBatchLoader(SlimDataLoaderBase):
     def generate_train_batch(self) -> dict:
         if self.rng is None:  # one stream per worker
             self.rng = np.random.default_rng([self.seed, getattr(self, "thread_id", 0)])
-        samples = [self._sample(self.rng) for _ in range(self.batch_size)]
+        rng = self.rng
+        if not self.per_batch:
+            cases = [self._case(rng, self.usable) for _ in range(self.batch_size)]
+            samples = [self._sample(rng, c, self.sample_task(rng, self.store.available[c])) for c in cases]
+        else:
+            first = self._case(rng, self.usable)
+            task = self.sample_task(rng, self.store.available[first])
+            needed = {*task[0], task[1]}
+            eligible = [c for c in self.usable if needed <= set(self.store.available[c])]
+            cases = [first] + [self._case(rng, eligible) for _ in range(self.batch_size - 1)]
+            samples = [self._sample(rng, c, task) for c in cases]
         return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
 
-    def _sample(self, rng: np.random.Generator) -> dict:
-        case_id = self.usable[rng.integers(len(self.usable))]
+    @staticmethod
+    def _case(rng: np.random.Generator, cases: list[str]) -> str:
+        return cases[rng.integers(len(cases))]
+
+    def _sample(self, rng: np.random.Generator, case_id: str, task: tuple[tuple[int, ...], int]) -> dict:
         available = self.store.available[case_id]
-        sources, target = self.sample_task(rng, available)
+        sources, target = task
         mask = self.store.array(case_id, "mask")
         window = self._window(rng, case_id, mask.shape)
         n = len(self.store.channel_names)
@@ -202,18 +222,23 @@ def batch_iterator(loader: TaskBatchLoader, augment: bool, workers: int, seed: i
 
 
 def to_batch(raw: dict, n_sequences: int, context: int) -> Batch:
+    """A Batch on the CPU; whether its samples share one task is read here, from the host arrays."""
     data = torch.from_numpy(np.ascontiguousarray(raw["data"]))
     spatial = data.shape[2:]
     images = data.view(data.shape[0], n_sequences, context, *spatial)
-    target = torch.from_numpy(np.asarray(raw["target"])).long()
+    targets = np.asarray(raw["target"])
+    target = torch.from_numpy(targets).long()
     centre = images[torch.arange(len(target)), target, context // 2]
     seg = torch.from_numpy(np.ascontiguousarray(raw["seg"]))
+    source_mask = np.asarray(raw["source_mask"])
+    shared = bool((targets == targets[0]).all() and (source_mask == source_mask[:1]).all())
     return Batch(
         images=images,
-        source_mask=torch.from_numpy(np.asarray(raw["source_mask"])).float(),
+        source_mask=torch.from_numpy(source_mask).float(),
         available=torch.from_numpy(np.asarray(raw["available"])).float(),
         target=target,
         target_image=centre.unsqueeze(1).contiguous(),
         brain_mask=seg[:, :1] > 0.5,
         label=seg[:, 1].round().long(),
+        shared_task=shared,
     )

@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from tsfnet.atomic import remove_stale_temporaries, write_json
 from tsfnet.devices import PRECISIONS, resolve_device
-from tsfnet.errors import TsfnetError
+from tsfnet.errors import TrainingInterrupted, TsfnetError
 from tsfnet.model import Network, build_model, input_channels
 from tsfnet.planning.plans import load_plans
 from tsfnet.preprocessing.pipeline import list_preprocessed
@@ -30,7 +31,9 @@ from tsfnet.progress import make_progress
 from tsfnet.registry import registry
 from tsfnet.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from tsfnet.training.data import CaseStore, TaskBatchLoader, batch_iterator, to_batch
+from tsfnet.training.interrupt import StopRequests
 from tsfnet.training.losses import SynthesisCriterion, build_perceptual
+from tsfnet.training.meter import LossMeter
 from tsfnet.training.splits import fold_cases
 from tsfnet.training.stages import Stage
 from tsfnet.training.validation import validate
@@ -132,6 +135,7 @@ class Trainer:
         self.model_dir = model_dir_for(output, options.fusion, options.config, options.fold, options.head)
         self.model = build_model(self.plans, options.fusion, options.head, options.config).to(self.device)
         self.history: list[dict] = []
+        self.stop = StopRequests()
         self.configuration = self.plans["configurations"][options.config]
         self.context = input_channels(self.plans, options.config)
 
@@ -204,17 +208,18 @@ class Trainer:
             self.trim_log(resume_state["stage"], resume_state["step"])
         elif self.path("checkpoint_latest.pt").is_file() and self.dist.is_main:
             (self.model_dir / "training_log.jsonl").unlink(missing_ok=True)
-        for stage_name in stages:
-            if resume_state is not None and stages.index(stage_name) < self._stage_index(stages, resume_state):
-                continue
-            state = resume_state if resume_state is not None and resume_state["stage"] == stage_name else None
-            if state is not None and state["stage_done"]:
-                self.model.load_state_dict(state["model"])
-                continue
-            stage = registry.get("trainer", stage_name)()
-            stage.precision = self.precision
-            self.run_stage(stage, state)
-            resume_state = None
+        with self.stop:
+            for stage_name in stages:
+                if resume_state is not None and stages.index(stage_name) < self._stage_index(stages, resume_state):
+                    continue
+                state = resume_state if resume_state is not None and resume_state["stage"] == stage_name else None
+                if state is not None and state["stage_done"]:
+                    self.model.load_state_dict(state["model"])
+                    continue
+                stage = registry.get("trainer", stage_name)()
+                stage.precision = self.precision
+                self.run_stage(stage, state)
+                resume_state = None
         if self.dist.is_main:
             from tsfnet.training.plots import plot_progress
 
@@ -273,46 +278,96 @@ class Trainer:
             seed=self.seed * 1_000_003 + start * 101 + self.dist.rank,
             context_slices=self.context,
             needs_labels=stage.needs_labels,
+            task_sampling=self.training.get("task_sampling", "per_sample"),
         )
         loader.usable = [c for c in loader.usable if c in set(self.train_ids)] or loader.usable
         batches = batch_iterator(loader, bool(self.training["augment"]), workers, self.seed + start)
         val_every = self.options.val_every or int(self.training["val_every"])
         self.model.train()
-        running, began = [], time.time()
-        with make_progress() as progress:
-            task = progress.add_task(
-                f"{stage.name}",
-                total=steps,
-                completed=start,
-                info="",
-                visible=(self.options.progress and self.dist.is_main),
+        running, began = LossMeter(stage.name), time.time()
+        try:
+            with make_progress() as progress:
+                task = progress.add_task(
+                    f"{stage.name}",
+                    total=steps,
+                    completed=start,
+                    info="",
+                    visible=(self.options.progress and self.dist.is_main),
+                )
+                for step in range(start + 1, steps + 1):
+                    batch = to_batch(next(batches), self.model.n_sequences, self.context).to(self.device)
+                    loss = stage.step(network, batch, criterion, optimizers, (step - 1) / steps)
+                    for scheduler in schedulers.values():
+                        scheduler.step()
+                    running.add(loss, step)  # read back only at log points
+                    if step % LOG_EVERY == 0 or step == steps:
+                        rate = (step - start) / max(time.time() - began, 1e-9)
+                        mean = running.mean(step)
+                        self.log_event(
+                            {
+                                "stage": stage.name,
+                                "step": step,
+                                "loss": mean,
+                                "lr": next(iter(schedulers.values())).get_last_lr()[0],
+                                "it_s": rate,
+                            }
+                        )
+                        progress.update(task, info=f"loss {mean:.4f}  {rate:.1f} it/s")
+                        if step - start == LOG_EVERY:
+                            self.announce_duration(stage, steps - step, rate)
+                    progress.update(task, completed=step)
+                    if step % val_every == 0 or step == steps or self.stop.requested:
+                        running.check(step)  # never checkpoint weights a non-finite loss has touched
+                    if step % val_every == 0 or step == steps:
+                        best = self.validate_and_save(stage, step, steps, optimizers, schedulers, best)
+                    if self.stop.requested:
+                        self.save_and_stop(stage, step, steps, optimizers, schedulers, best)
+        finally:
+            if hasattr(batches, "_finish"):
+                batches._finish()
+
+    def announce_duration(self, stage: Stage, remaining: int, rate: float) -> None:
+        """Say once per stage what the run will take, so a 50-hour CPU run is not a surprise."""
+        seconds = remaining / max(rate, 1e-9)
+        if seconds >= 60:
+            hours, minutes = divmod(round(seconds / 60), 60)
+            took = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+            log.info(
+                f"{stage.name}: about {took} for the remaining {remaining} steps at {rate:.2f} it/s on "
+                f"{self.device.type}; --steps N shortens it, Ctrl-C stops with a checkpoint to --resume from"
             )
-            for step in range(start + 1, steps + 1):
-                batch = to_batch(next(batches), self.model.n_sequences, self.context).to(self.device)
-                loss = stage.step(network, batch, criterion, optimizers, (step - 1) / steps)
-                if not torch.isfinite(loss):
-                    raise TsfnetError(f"{stage.name} step {step}: loss is {loss.item()} (try a lower --lr)")
-                for scheduler in schedulers.values():
-                    scheduler.step()
-                running.append(float(loss))
-                if step % LOG_EVERY == 0 or step == steps:
-                    rate = (step - start) / max(time.time() - began, 1e-9)
-                    self.log_event(
-                        {
-                            "stage": stage.name,
-                            "step": step,
-                            "loss": float(np.mean(running)),
-                            "lr": next(iter(schedulers.values())).get_last_lr()[0],
-                            "it_s": rate,
-                        }
-                    )
-                    progress.update(task, info=f"loss {np.mean(running):.4f}  {rate:.1f} it/s")
-                    running = []
-                progress.update(task, completed=step)
-                if step % val_every == 0 or step == steps:
-                    best = self.validate_and_save(stage, step, steps, optimizers, schedulers, best)
-        if hasattr(batches, "_finish"):
-            batches._finish()
+
+    def save_and_stop(self, stage: Stage, step: int, steps: int, optimizers, schedulers, best: float) -> None:
+        """After SIGINT / SIGTERM: the step is finished; keep it, and say how to go on."""
+        latest = self.path("checkpoint_latest.pt")
+        if self.dist.is_main:
+            state = self.checkpoint_state(stage.name, step, optimizers, schedulers, best, step == steps)
+            save_checkpoint(latest, state)
+        assert self.stop.signum is not None
+        name = signal.Signals(self.stop.signum).name
+        raise TrainingInterrupted(
+            f"{name}: stopped after {stage.name} step {step}/{steps}; saved {latest}; "
+            f"resume with: {self.resume_command()}",
+            self.stop.signum,
+        )
+
+    def resume_command(self) -> str:
+        o = self.options
+        parts = ["tsfnet train", f"-p {shlex.quote(str(o.store))}", f"--fusion {o.fusion}"]
+        defaults = TrainOptions(store=o.store)
+        for flag, value, default in (
+            ("--head", o.head, defaults.head),
+            ("--config", o.config, defaults.config),
+            ("--fold", o.fold, defaults.fold),
+            ("--stage", o.stage, defaults.stage),
+            ("--steps", o.steps, None),
+            ("--batch-size", o.batch_size, None),
+            ("--lr", o.lr, None),
+            ("-o", o.output, None),
+        ):
+            if value is not None and str(value) != str(default):
+                parts.append(f"{flag} {shlex.quote(str(value))}")
+        return " ".join([*parts, "--resume"])
 
     def load_stage_start(self) -> None:
         pretrained = self.path("checkpoint_pretrain.pt")

@@ -21,7 +21,7 @@ from tsfnet.training.batch import Batch
 
 class Stage:
     name = ""
-    sampling = "many_to_one"  # a function of tsfnet.tasks.SAMPLERS: how each sample draws its task
+    sampling = "many_to_one"  # a function of tsfnet.tasks.SAMPLERS: how a task is drawn
     needs_labels = False
     uses_criterion = True  # the runner's reconstruction + perceptual loss
     precision = "fp32"  # the runner sets it: bf16 on CUDA unless --precision fp32
@@ -46,14 +46,14 @@ class Stage:
         optimizers: dict[str, torch.optim.Optimizer],
         progress: float,
     ) -> torch.Tensor:
-        """One optimisation step; returns the loss to log. `progress` is step / steps."""
+        """One optimisation step; returns the loss to log, still on the device. `progress` is
+        step / steps. Nothing here reads the device: the runner checks the loss when it logs."""
         (optimizer,) = optimizers.values()
         with autocast(batch.images.device, self.precision):
             loss = self.loss(model, batch, criterion)
         optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
-            loss.backward()
-            optimizer.step()
+        loss.backward()
+        optimizer.step()
         return loss.detach()
 
 
@@ -73,7 +73,7 @@ class PretrainStage(Stage):
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         source = batch.source_mask.argmax(dim=1)
         images = batch.images[torch.arange(len(source), device=source.device), source]
-        return criterion(model(images, batch.target, phase="one_to_one"), batch.target_image)
+        return criterion(model(images, batch.task_target, phase="one_to_one"), batch.target_image)
 
 
 @register("trainer", "finetune")
@@ -88,7 +88,7 @@ class FinetuneStage(Stage):
         return [*model.fusion.parameters(), *model.head.parameters()]
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
-        out = model(batch.images, batch.source_mask, batch.target)
+        out = model(batch.images, batch.source_mask, batch.task_target)
         loss = criterion(out.output, batch.target_image)
         if out.base is not None:
             loss = loss + criterion(out.base, batch.target_image)
@@ -110,7 +110,7 @@ class SegmentStage(Stage):
     needs_labels = True
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
-        out = model(batch.images, batch.source_mask, batch.target)
+        out = model(batch.images, batch.source_mask, batch.task_target)
         assert batch.label is not None
         loss = F.cross_entropy(out.output, batch.label) + soft_dice_loss(out.output, batch.label)
         if out.base is not None:
