@@ -135,7 +135,7 @@ def test_tsem_is_zero_when_attention_residual_is_zero():
     torch.manual_seed(0)
     model = FusionModel(plans(), "tsf").eval()
     assert isinstance(model.fusion, TaskSpecificFusion)
-    model.fusion.attention.forward = lambda stacked, code: torch.zeros_like(stacked[:, : model.encoder.out_channels])
+    model.fusion.attention.forward = lambda stacked, code, fused: torch.zeros_like(fused)
     out = model(torch.randn(2, N, 1, 16, 16), torch.tensor([[1.0, 0, 1, 0], [0, 1, 1, 1]]), torch.tensor([1, 0]))
     assert torch.equal(out.tsem, torch.zeros_like(out.tsem))
 

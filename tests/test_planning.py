@@ -90,13 +90,20 @@ def test_brats_sized_plan_fits_brain_and_budget(tmp_path):
 def test_preset_applies_the_paper_setting(raw_dataset, tmp_path):
     _, plans = plan(raw_dataset, tmp_path / "pre", preset="brats2021_paper", progress=False, workers=1)
     assert plans["crop_size"] == [192, 192, 128]
-    assert plans["normalization"] == {"scheme": "p99x2", "percentile": 99.0}  # nothing of the planned scheme
+    # nothing of the planned scheme; the percentile over the whole volume, as the authors take it
+    assert plans["normalization"] == {"scheme": "p99x2", "percentile": 99.0, "over": "volume"}
     assert plans["configurations"]["2d"]["context_slices"] == 3
     assert plans["training"]["pretrain"]["lr"] == 2e-4 and plans["training"]["finetune"]["lr"] == 1e-4
     assert plans["preset"] == "brats2021_paper"
-    case = preprocess_volumes(load_case(RawDataset.load(raw_dataset).cases[0]), plans)
+    assert plans["training"]["loss"]["reconstruction"] == "smooth_l1"  # their stage 1 uses SmoothL1 too
+    volumes = load_case(RawDataset.load(raw_dataset).cases[0])
+    case = preprocess_volumes(volumes, plans)
     assert all(image.shape == (192, 192, 128) for image in case.images.values())
     assert all(image.min() >= -1 and image.max() <= 1 for image in case.images.values())
+    names = plans["channel_names"]
+    for index, image in volumes.images.items():  # P99 of the uncropped volume, not of the cropped region
+        expected = 2 * np.percentile(image, 99.0)
+        assert case.properties["normalization"][names[index]]["hi"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_unknown_preset_lists_shipped_ones(raw_dataset, tmp_path):

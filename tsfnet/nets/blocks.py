@@ -12,26 +12,42 @@ def conv(dims: int, *args, **kwargs) -> nn.Module:
     return (nn.Conv2d if dims == 2 else nn.Conv3d)(*args, **kwargs)
 
 
-def instance_norm(dims: int, channels: int) -> nn.Module:
-    return (nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm3d)(channels, affine=True)
+def instance_norm(dims: int, channels: int, affine: bool = True) -> nn.Module:
+    return (nn.InstanceNorm2d if dims == 2 else nn.InstanceNorm3d)(channels, affine=affine)
+
+
+def activation(negative_slope: float = 0.0) -> nn.Module:
+    """ReLU, or LeakyReLU when `negative_slope` is not 0 (the Seq2Seq authors use 0.2)."""
+    return nn.LeakyReLU(negative_slope, inplace=True) if negative_slope else nn.ReLU(inplace=True)
 
 
 class ConvNormAct(nn.Sequential):
-    def __init__(self, dims: int, cin: int, cout: int, kernel: int, stride: int = 1, act: bool = True) -> None:
+    def __init__(
+        self,
+        dims: int,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        act: bool = True,
+        negative_slope: float = 0.0,
+        affine: bool = True,
+    ) -> None:
         layers = [
             conv(dims, cin, cout, kernel, stride=stride, padding=kernel // 2, padding_mode="reflect"),
-            instance_norm(dims, cout),
+            instance_norm(dims, cout, affine),
         ]
         if act:
-            layers.append(nn.ReLU(inplace=True))
+            layers.append(activation(negative_slope))
         super().__init__(*layers)
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, dims: int, channels: int) -> None:
+    def __init__(self, dims: int, channels: int, negative_slope: float = 0.0, affine: bool = True) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            ConvNormAct(dims, channels, channels, 3), ConvNormAct(dims, channels, channels, 3, act=False)
+            ConvNormAct(dims, channels, channels, 3, negative_slope=negative_slope, affine=affine),
+            ConvNormAct(dims, channels, channels, 3, act=False, affine=affine),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -40,22 +56,35 @@ class ResidualBlock(nn.Module):
 
 class HyperConvNormAct(nn.Module):
     def __init__(
-        self, dims: int, cin: int, cout: int, kernel: int, cond_dim: int, basis: int, act: bool = True
+        self,
+        dims: int,
+        cin: int,
+        cout: int,
+        kernel: int,
+        cond_dim: int,
+        basis: int,
+        act: bool = True,
+        negative_slope: float = 0.0,
+        affine: bool = True,
     ) -> None:
         super().__init__()
         self.conv = HyperConv(cin, cout, kernel, cond_dim, dims, basis=basis)
-        self.norm = instance_norm(dims, cout)
-        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
+        self.norm = instance_norm(dims, cout, affine)
+        self.act = activation(negative_slope) if act else nn.Identity()
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x, cond)))
 
 
 class HyperResidualBlock(nn.Module):
-    def __init__(self, dims: int, channels: int, cond_dim: int, basis: int) -> None:
+    def __init__(
+        self, dims: int, channels: int, cond_dim: int, basis: int, negative_slope: float = 0.0, affine: bool = True
+    ) -> None:
         super().__init__()
-        self.first = HyperConvNormAct(dims, channels, channels, 3, cond_dim, basis)
-        self.second = HyperConvNormAct(dims, channels, channels, 3, cond_dim, basis, act=False)
+        self.first = HyperConvNormAct(
+            dims, channels, channels, 3, cond_dim, basis, negative_slope=negative_slope, affine=affine
+        )
+        self.second = HyperConvNormAct(dims, channels, channels, 3, cond_dim, basis, act=False, affine=affine)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         return x + self.second(self.first(x, cond), cond)

@@ -1,4 +1,8 @@
-"""Seq2Seq's shared encoder E and target-conditioned decoder G (Han et al. 2023)."""
+"""Seq2Seq's shared encoder E and target-conditioned decoder G (Han et al. 2023).
+
+Optional `network` fields: `negative_slope` (0: ReLU, the default; the authors use
+LeakyReLU 0.2) and `instance_norm_affine` (true by default; the authors' instance
+norms have no affine parameters)."""
 
 from __future__ import annotations
 
@@ -9,19 +13,28 @@ from tsfnet.nets.blocks import ConvNormAct, HyperConvNormAct, HyperResidualBlock
 from tsfnet.nets.hyper import HyperConv
 
 
+def block_options(network: dict) -> dict:
+    """Activation and normalisation options shared by E's and G's blocks."""
+    return {
+        "negative_slope": float(network.get("negative_slope", 0.0)),
+        "affine": bool(network.get("instance_norm_affine", True)),
+    }
+
+
 class Encoder(nn.Module):
     """Plain convolutions, shared by every sequence: image (B, Cin, *S) -> features."""
 
     def __init__(self, in_channels: int, network: dict, dims: int = 2) -> None:
         super().__init__()
         layers: list[nn.Module] = []
+        options = block_options(network)
         previous = in_channels
         for width, kernel, stride in zip(
             network["encoder_widths"], network["encoder_kernels"], network["strides"], strict=True
         ):
-            layers.append(ConvNormAct(dims, previous, width, kernel, stride))
+            layers.append(ConvNormAct(dims, previous, width, kernel, stride, **options))
             previous = width
-        layers += [ResidualBlock(dims, previous) for _ in range(network["residual_blocks"])]
+        layers += [ResidualBlock(dims, previous, **options) for _ in range(network["residual_blocks"])]
         self.layers = nn.Sequential(*layers)
         self.out_channels = previous
 
@@ -36,8 +49,9 @@ class HyperDecoder(nn.Module):
         super().__init__()
         widths, kernels, strides = network["encoder_widths"], network["encoder_kernels"], network["strides"]
         basis = network["hyper_basis"]
+        options = block_options(network)
         self.residual = nn.ModuleList(
-            HyperResidualBlock(dims, widths[-1], cond_dim, basis) for _ in range(network["residual_blocks"])
+            HyperResidualBlock(dims, widths[-1], cond_dim, basis, **options) for _ in range(network["residual_blocks"])
         )
         self.upsample = nn.ModuleList()
         self.up_convs = nn.ModuleList()
@@ -49,7 +63,7 @@ class HyperDecoder(nn.Module):
                 else nn.Identity()
             )
             self.up_convs.append(
-                HyperConvNormAct(dims, widths[level], widths[level - 1], kernels[level], cond_dim, basis)
+                HyperConvNormAct(dims, widths[level], widths[level - 1], kernels[level], cond_dim, basis, **options)
             )
         self.output = HyperConv(widths[0], out_channels, kernels[0], cond_dim, dims, basis=basis)
 

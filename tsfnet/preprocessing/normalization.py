@@ -2,10 +2,14 @@
 
 A scheme is a function `(image, brain_mask, **params) -> (normalised, used)` where
 `used` records the clip range, so outputs can be mapped back to intensities.
-Register new ones with `@register("normalization", "name")`.
+Register new ones with `@register("normalization", "name")`. A scheme that declares a
+`volume` parameter also receives the whole, uncropped image its statistics may need
+(the pipeline normalises a crop around the brain).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 
@@ -31,17 +35,46 @@ def percentile_clip(
     return scale_to_unit(image, mask, lo, hi), {"lo": lo, "hi": hi}
 
 
+P99_REGIONS = ("brain", "volume")
+
+
 @register("normalization", "p99x2")
-def twice_p99(image: np.ndarray, mask: np.ndarray, percentile: float = 99.0) -> tuple[np.ndarray, dict]:
-    """The TSF authors' practice: clip to [0, 2 * P99 of the volume]."""
-    foreground = foreground_values(image, mask)
-    hi = 2.0 * float(np.percentile(foreground, percentile)) if foreground.size else 1.0
+def twice_p99(
+    image: np.ndarray,
+    mask: np.ndarray,
+    percentile: float = 99.0,
+    over: str = "brain",
+    volume: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
+    """The TSF authors' practice: clip to [0, 2 * P99] -> [-1, 1].
+
+    `over="brain"` takes the percentile of the brain voxels; `over="volume"` takes it of
+    every voxel of the whole image, background zeros included, as the authors' data
+    loader does (`volume` is that whole image when `image` is a crop of it); should
+    that percentile be background (zero), the brain's is used.
+    """
+    if over not in P99_REGIONS:
+        raise ValueError(f"p99x2: 'over' must be one of {', '.join(P99_REGIONS)}, got {over!r}")
+    hi = 0.0
+    if over == "volume":
+        whole = np.asarray(volume if volume is not None else image)
+        hi = 2.0 * float(np.percentile(whole, percentile)) if whole.size else 0.0
+    if hi <= 0:  # over="brain", or a brain so small that the volume's percentile is background
+        foreground = foreground_values(image, mask)
+        hi = 2.0 * float(np.percentile(foreground, percentile)) if foreground.size else 1.0
     return scale_to_unit(image, mask, 0.0, hi), {"lo": 0.0, "hi": hi}
 
 
-def normalize(image: np.ndarray, mask: np.ndarray, settings: dict) -> tuple[np.ndarray, dict]:
+def normalize(
+    image: np.ndarray, mask: np.ndarray, settings: dict, volume: np.ndarray | None = None
+) -> tuple[np.ndarray, dict]:
+    """Apply the scheme `settings["scheme"]`; `volume` (the uncropped image) reaches the
+    schemes that declare a `volume` parameter."""
     params = {k: v for k, v in settings.items() if k != "scheme"}
-    return registry.get("normalization", settings["scheme"])(image, mask, **params)
+    scheme = registry.get("normalization", settings["scheme"])
+    if volume is not None and "volume" in inspect.signature(scheme).parameters:
+        params["volume"] = volume
+    return scheme(image, mask, **params)
 
 
 def denormalize(image: np.ndarray, lo: float, hi: float) -> np.ndarray:

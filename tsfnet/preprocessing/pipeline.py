@@ -67,7 +67,7 @@ def preprocess_volumes(volumes: CaseVolumes, plans: dict) -> PreprocessedCase:
     images, used = {}, {}
     for index, image in volumes.images.items():
         region = geo.resize(geo.crop_to_bbox(image, bbox), target_shape)
-        normalised, used[names[index]] = normalize(region, region_mask, plans["normalization"])
+        normalised, used[names[index]] = normalize(region, region_mask, plans["normalization"], volume=image)
         images[names[index]] = geo.crop_or_pad(normalised, crop, offsets, BACKGROUND)
     label = None
     if volumes.label is not None:

@@ -1,0 +1,166 @@
+"""The options that reproduce the TSF authors' public code (docs/fidelity.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tsfnet.fusion.tsf import TaskSpecificFusion, TaskWeighting
+from tsfnet.nets.attention import TaskAttention
+from tsfnet.nets.seq2seq import Encoder, HyperDecoder
+from tsfnet.planning.plans import SCHEMA_VERSION, apply_preset
+from tsfnet.preprocessing.normalization import normalize
+
+NETWORK = {
+    "encoder_widths": [8, 16, 32],
+    "encoder_kernels": [7, 3, 3],
+    "strides": [1, 2, 2],
+    "residual_blocks": 1,
+    "code_embedding": 8,
+    "hyper_basis": 4,
+}
+
+
+def phantom_volume(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A bright 'brain' in a zero background, as skull-stripped BraTS volumes are."""
+    image = np.zeros((40, 40, 30), np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[10:30, 10:30, 5:25] = True
+    image[mask] = rng.gamma(4.0, 100.0, int(mask.sum()))
+    return image, mask
+
+
+def test_p99x2_over_the_volume_counts_the_background():
+    image, mask = phantom_volume(np.random.default_rng(0))
+    _, brain = normalize(image, mask, {"scheme": "p99x2", "percentile": 99.0})
+    _, volume = normalize(image, mask, {"scheme": "p99x2", "percentile": 99.0, "over": "volume"})
+    assert brain["hi"] == pytest.approx(2 * np.percentile(image[mask], 99.0))
+    assert volume["hi"] == pytest.approx(2 * np.percentile(image, 99.0))
+    assert volume["hi"] < brain["hi"]  # background zeros pull the volume's percentile down
+
+
+def test_p99x2_takes_the_percentile_of_the_uncropped_volume_when_given():
+    image, mask = phantom_volume(np.random.default_rng(1))
+    crop = (slice(8, 32), slice(8, 32), slice(3, 27))
+    settings = {"scheme": "p99x2", "percentile": 99.0, "over": "volume"}
+    normalised, used = normalize(image[crop], mask[crop], settings, volume=image)
+    assert used["hi"] == pytest.approx(2 * np.percentile(image, 99.0))
+    assert normalised.min() >= -1 and normalised.max() <= 1
+    assert np.all(normalised[~mask[crop]] == -1)
+    # the percentile scheme has no `volume` parameter and does not receive it
+    normalize(image[crop], mask[crop], {"scheme": "percentile"}, volume=image)
+
+
+def test_p99x2_falls_back_to_the_brain_when_the_volume_percentile_is_background():
+    image = np.zeros((20, 20, 20), np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[:2, :2, :2] = True  # 0.1 % of the voxels: the volume's P99 is 0
+    image[mask] = np.arange(1, 9)
+    _, used = normalize(image, mask, {"scheme": "p99x2", "over": "volume"})
+    assert used["hi"] == pytest.approx(2 * np.percentile(image[mask], 99.0))
+    with pytest.raises(ValueError, match="over"):
+        normalize(image, mask, {"scheme": "p99x2", "over": "everything"})
+
+
+@pytest.mark.parametrize("weighting", ["softmax", "sigmoid"])
+def test_task_weights_are_masked_and_sum_to_one(weighting):
+    torch.manual_seed(0)
+    weighting_module = TaskWeighting(4, weighting)
+    mask = torch.tensor([[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
+    code = torch.cat([mask, torch.eye(4)[[1, 3]]], dim=1)
+    omega = weighting_module(code, mask)
+    assert torch.allclose(omega.sum(1), torch.ones(2))
+    assert torch.all(omega[mask == 0] == 0)
+    assert omega[1, 1] == 1  # one source: f̂ = f_i exactly, whichever activation
+    logits = weighting_module.fc(code[:1])
+    raw = torch.sigmoid(logits) if weighting == "sigmoid" else torch.softmax(logits, 1)
+    expected = (raw + 1e-5) * mask[:1] / ((raw + 1e-5) * mask[:1]).sum()
+    assert torch.allclose(omega[:1], expected)
+
+
+def test_unknown_weighting_is_refused():
+    with pytest.raises(ValueError, match="sigmoid"):
+        TaskWeighting(4, "relu")
+
+
+def test_attention_options_reproduce_the_authors_cbam():
+    fusion = TaskSpecificFusion(
+        4, 32, channel_negative_slope=0.2, spatial_bias=False, spatial_padding="zeros", weighting="sigmoid"
+    )
+    layer = fusion.attention.layers[0]
+    assert isinstance(layer.channel.act, nn.LeakyReLU) and layer.channel.act.negative_slope == 0.2
+    assert layer.spatial.conv.bias is None and layer.spatial.conv.padding_mode == "zeros"
+    default = TaskSpecificFusion(4, 32).attention.layers[0]  # unchanged defaults: checkpoints still load
+    assert isinstance(default.channel.act, nn.ReLU) and default.spatial.conv.bias is not None
+    features = torch.randn(2, 4, 32, 12, 12)
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
+    features = features * mask[:, :, None, None, None]
+    code = torch.cat([mask, torch.eye(4)[[2, 0]]], dim=1)
+    result = fusion(features, mask, code)
+    assert result.residual is not None and result.residual.shape == (2, 32, 12, 12)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_later_attention_layers_see_the_fused_features_plus_the_residual_so_far(layers):
+    torch.manual_seed(0)
+    attention = TaskAttention(2, 8, layers=layers, reduction=4)
+    stacked = torch.randn(1, 16, 10, 10)
+    fused = torch.randn(1, 8, 10, 10)
+    code = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    first = attention.layers[0](stacked, code)
+    expected = first if layers == 1 else first + attention.layers[1](fused + first, code)
+    assert torch.allclose(attention(stacked, code, fused), expected)
+
+
+def test_network_options_give_leaky_relu_and_plain_instance_norms():
+    default = Encoder(3, NETWORK)
+    authors = Encoder(3, {**NETWORK, "negative_slope": 0.2, "instance_norm_affine": False})
+    assert any(isinstance(m, nn.ReLU) for m in default.modules())
+    assert not any(isinstance(m, nn.ReLU) for m in authors.modules())
+    leaky = [m for m in authors.modules() if isinstance(m, nn.LeakyReLU)]
+    assert leaky and all(m.negative_slope == 0.2 for m in leaky)
+    norms = [m for m in authors.modules() if isinstance(m, nn.InstanceNorm2d)]
+    assert norms and not any(m.affine for m in norms)
+    assert all(m.affine for m in default.modules() if isinstance(m, nn.InstanceNorm2d))
+    decoder = HyperDecoder({**NETWORK, "negative_slope": 0.2, "instance_norm_affine": False}, 8)
+    assert not any(isinstance(m, nn.ReLU) for m in decoder.modules())
+    assert not any(m.affine for m in decoder.modules() if isinstance(m, nn.InstanceNorm2d))
+    out = decoder(authors(torch.randn(2, 3, 16, 16)), torch.randn(2, 8))
+    assert out.shape == (2, 1, 16, 16)
+
+
+def test_paper_preset_names_the_authors_settings():
+    base = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": "x",
+        "channel_names": ["t1", "t1ce", "t2", "flair"],
+        "labels": {},
+        "target_spacing": [1.0, 1.0, 1.0],
+        "crop_size": [32, 32, 32],
+        "normalization": {"scheme": "percentile", "lower": 0.5, "upper": 99.5},
+        "intensity_reference": {},
+        "network": dict(NETWORK),
+        "fusion": {"default": "tsf"},
+        "configurations": {"2d": {"patch_size": [32, 32], "batch_size": 4}},
+        "training": {
+            "seed": 0,
+            "val_every": 10,
+            "num_workers": 0,
+            "augment": True,
+            "loss": {"reconstruction": "l1", "rec_weight": 10.0, "perceptual_weight": 0.01},
+            "pretrain": {"steps": 1, "lr": 2e-4, "schedule": "constant"},
+            "finetune": {"steps": 1, "lr": 1e-4, "schedule": "poly"},
+        },
+    }
+    plans = apply_preset(base, "brats2021_paper")
+    assert plans["network"]["negative_slope"] == 0.2 and plans["network"]["instance_norm_affine"] is False
+    tsf = plans["fusion"]["tsf"]
+    assert tsf["weighting"] == "sigmoid" and tsf["spatial_bias"] is False and tsf["spatial_padding"] == "zeros"
+    assert tsf["channel_negative_slope"] == 0.2
+    loss = plans["training"]["loss"]
+    assert loss["reconstruction"] == "smooth_l1" and "finetune_reconstruction" not in loss
+    assert (loss["rec_weight"], loss["perceptual_weight"]) == (10.0, 0.01)
+    assert plans["training"]["finetune"]["schedule"] == "constant"
+    TaskSpecificFusion(4, 32, **tsf)  # every option is one the fusion takes
