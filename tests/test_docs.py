@@ -30,7 +30,7 @@ def test_flags_named_in_the_readme_exist():
     readme = (ROOT / "README.md").read_text()
     command = get_command(app)
     for name, sub in command.commands.items():
-        known = {opt for p in getattr(sub, "params", []) for opt in p.opts}
+        known = {opt for p in getattr(sub, "params", []) for opt in (*p.opts, *p.secondary_opts)}
         for line in readme.splitlines():
             for match in re.finditer(rf"tsfnet {name} ([^`|]*)", line):
                 for flag in re.findall(r"(--[a-z][a-z0-9-]*)", match.group(1)):
