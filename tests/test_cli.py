@@ -143,7 +143,7 @@ def test_convert_brats2021_via_cli(tmp_path):
 # ---- the installed console script, as a new user meets it ----------------------------------
 
 EXPLODING_PLANNER = """
-def plan(fingerprint, gpu_memory_gb=8.0):
+def plan(fingerprint, **options):
     raise RuntimeError("the planner exploded")
 """
 

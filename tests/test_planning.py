@@ -10,9 +10,10 @@ import pytest
 
 from tsfnet.data.dataset import RawDataset, foreground_values, load_case
 from tsfnet.data.phantom import BRATS_SHAPE, write_dataset
-from tsfnet.errors import InputError
+from tsfnet.errors import InputError, TsfnetError
 from tsfnet.planning.api import plan
 from tsfnet.planning.fingerprint import brain_bbox, compute_fingerprint
+from tsfnet.planning.planner import plan_dataset
 from tsfnet.planning.plans import SCHEMA_VERSION, load_plans, total_stride, validate_plans
 from tsfnet.preprocessing import geometry as geo
 from tsfnet.preprocessing.pipeline import (
@@ -58,7 +59,7 @@ def test_fingerprint_matches_numpy(tmp_path):
 
 
 def test_plans_constraints(raw_dataset, tmp_path):
-    store, plans = plan(raw_dataset, tmp_path / "pre", progress=False, workers=1)
+    store, plans = plan(raw_dataset, tmp_path / "pre", progress=False, workers=1, budget="gpu")
     assert json.loads((store / "dataset_fingerprint.json").read_text())["num_cases"] == 6
     stride = total_stride(plans)
     assert all(v % stride == 0 for v in plans["crop_size"])
@@ -75,7 +76,7 @@ def test_brats_sized_plan_fits_brain_and_budget(tmp_path):
     from tsfnet.planning.memory import estimate_gb
 
     root = write_dataset(tmp_path, n_cases=2, downsample=1, seed=3, shape=BRATS_SHAPE)
-    store, plans = plan(root, tmp_path / "pre", progress=False, workers=1, gpu_memory_gb=8)
+    store, plans = plan(root, tmp_path / "pre", progress=False, workers=1, gpu_memory_gb=8, budget="gpu")
     fingerprint = json.loads((store / "dataset_fingerprint.json").read_text())
     assert all(c["shape"] == list(BRATS_SHAPE) for c in fingerprint["cases"])
     for case in fingerprint["cases"]:
@@ -85,6 +86,22 @@ def test_brats_sized_plan_fits_brain_and_budget(tmp_path):
     assert plans["network"]["encoder_widths"] == [64, 128, 256]  # full-size images get the paper's network
     three_d = plans["configurations"]["3d"]
     assert estimate_gb(three_d["patch_size"], three_d["batch_size"], plans["network"]) <= 8
+    cpu = plan_dataset(fingerprint, budget="cpu")  # same data planned for a CPU: same voxels, less work
+    assert cpu["budget"] == "cpu" and cpu["target_spacing"] == plans["target_spacing"]
+    assert cpu["crop_size"] == plans["crop_size"] and cpu["configurations"]["2d"]["patch_size"] == [96, 96]
+    assert cpu["network"]["encoder_widths"] == [32, 64, 128] and cpu["network"]["strides"] == [1, 2, 2]
+    assert cpu["training"]["pretrain"]["steps"] < plans["training"]["pretrain"]["steps"]
+
+
+def test_budget_auto_plans_for_the_machine(raw_dataset, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert plan(raw_dataset, tmp_path / "a", progress=False, workers=1)[1]["budget"] == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert plan(raw_dataset, tmp_path / "b", progress=False, workers=1)[1]["budget"] == "gpu"
+    with pytest.raises(TsfnetError, match="unknown --budget 'tpu'; use auto, gpu or cpu"):
+        plan(raw_dataset, tmp_path / "c", progress=False, workers=1, budget="tpu")
 
 
 def test_preset_applies_the_paper_setting(raw_dataset, tmp_path):

@@ -149,16 +149,25 @@ def plan(
         ),
     ] = None,
     gpu_memory_gb: Annotated[float, typer.Option("--gpu-memory-gb", help="Memory budget for batch/patch size.")] = 8.0,
+    budget: Annotated[
+        str,
+        typer.Option(
+            "--budget",
+            help="gpu (whole slices, the paper's network), cpu (same voxel size; 2D patches, a narrower network, "
+            "fewer steps) or auto (cpu when there is no CUDA GPU).",
+        ),
+    ] = "auto",
     planner: Annotated[str, typer.Option("--planner", help="Registered planner plugin.")] = "default",
     workers: Annotated[int | None, typer.Option("--workers", help="Processes (default: cores, max 8).")] = None,
 ) -> None:
     """Fingerprint a raw dataset and write dataset_fingerprint.json and plans.json."""
     from tsfnet.planning.api import plan as run_plan
 
-    store, plans = run_plan(dataset, output, preset, gpu_memory_gb, planner, workers)
+    store, plans = run_plan(dataset, output, preset, gpu_memory_gb, planner, workers, budget=budget)
+    two_d = plans["configurations"]["2d"]
     info(
-        f"plans written to {store / 'plans.json'} (crop {plans['crop_size']}, "
-        f"2d batch {plans['configurations']['2d']['batch_size']})"
+        f"plans for a {plans.get('budget', 'gpu').upper()} written to {store / 'plans.json'} "
+        f"(crop {plans['crop_size']}, 2d patch {two_d['patch_size']} x {two_d['batch_size']})"
     )
     if preprocess:
         _preprocess(dataset, store, plans, False, workers)

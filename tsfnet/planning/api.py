@@ -28,13 +28,14 @@ def plan(
     planner: str = "default",
     workers: int | None = None,
     progress: bool = True,
+    budget: str = "auto",
 ) -> tuple[Path, dict]:
     dataset = RawDataset.load(raw_dir)
     store = Path(store) if store is not None else default_store(raw_dir)
     store.mkdir(parents=True, exist_ok=True)
     fingerprint = compute_fingerprint(dataset, workers, progress)
     write_json(store / FINGERPRINT_FILE, fingerprint)
-    plans = registry.get("planner", planner)(fingerprint, gpu_memory_gb=gpu_memory_gb)
+    plans = registry.get("planner", planner)(fingerprint, gpu_memory_gb=gpu_memory_gb, budget=budget)
     if preset:
         plans = apply_preset(plans, preset)
     plans["raw_path"] = str(Path(raw_dir).resolve())

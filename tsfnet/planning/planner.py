@@ -6,11 +6,20 @@ import math
 
 import numpy as np
 
+from tsfnet.errors import TsfnetError
 from tsfnet.planning.memory import estimate_gb
 from tsfnet.planning.plans import SCHEMA_VERSION, total_stride, validate_plans
 from tsfnet.registry import register
 
 MAX_BATCH = 64
+BUDGETS = ("gpu", "cpu")
+# A CPU budget keeps the data's voxel size and shrinks what a step costs instead: 2D patches
+# of the slices (inference still runs on whole slices), a narrower network, fewer steps.
+CPU_PATCH = 96
+CPU_BATCH = 8
+CPU_WIDTH = 32
+CPU_RESIDUAL_BLOCKS = 3
+CPU_STEPS = {"pretrain": 4000, "finetune": 2000, "mmgan": 4000, "hinet": 4000, "pix2pix": 4000}
 
 
 def round_up(value: float, multiple: int) -> int:
@@ -38,6 +47,14 @@ def network_for(size: list[int]) -> dict:
         "residual_blocks": blocks,
         "code_embedding": 64,
         "hyper_basis": 16,
+    }
+
+
+def cpu_network() -> dict:
+    return {
+        **network_for([256, 256, 256]),
+        "encoder_widths": [CPU_WIDTH, 2 * CPU_WIDTH, 4 * CPU_WIDTH],
+        "residual_blocks": CPU_RESIDUAL_BLOCKS,
     }
 
 
@@ -74,14 +91,41 @@ def default_training() -> dict:
     }
 
 
+def resolve_budget(budget: str) -> str:
+    """'auto' plans for a CPU when this machine has no CUDA GPU."""
+    if budget == "auto":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if budget not in BUDGETS:
+        raise TsfnetError(f"unknown --budget '{budget}'; use auto, {' or '.join(BUDGETS)}")
+    return budget
+
+
+def cpu_training() -> dict:
+    training = default_training()
+    for stage, steps in CPU_STEPS.items():
+        training[stage]["steps"] = steps
+    return training
+
+
 @register("planner", "default")
-def plan_dataset(fingerprint: dict, gpu_memory_gb: float = 8.0) -> dict:
+def plan_dataset(fingerprint: dict, gpu_memory_gb: float = 8.0, budget: str = "gpu") -> dict:
+    """`budget` 'gpu': whole slices and the paper-sized network within `gpu_memory_gb`;
+    'cpu': the same voxel size, with 2D patches, a narrower network and fewer steps."""
+    budget = resolve_budget(budget)
     target_spacing = [float(v) for v in fingerprint["median_spacing"]]
     probe = network_for([256, 256, 256])
     stride = int(np.prod(probe["strides"]))
     crop = crop_size(fingerprint, target_spacing, stride)
-    network = network_for(crop)
-    patch_2d = crop[:2]
+    if budget == "cpu":
+        network = cpu_network() if min(crop[:2]) >= CPU_PATCH else network_for(crop)
+        patch_2d = [min(c, CPU_PATCH) for c in crop[:2]]
+        batch_2d, training = CPU_BATCH, cpu_training()
+    else:
+        network = network_for(crop)
+        patch_2d = crop[:2]
+        batch_2d, training = largest_batch(patch_2d, network, gpu_memory_gb), default_training()
     plans = {
         "schema_version": SCHEMA_VERSION,
         "dataset": fingerprint["dataset"],
@@ -97,17 +141,14 @@ def plan_dataset(fingerprint: dict, gpu_memory_gb: float = 8.0) -> dict:
         "network": network,
         "fusion": {"default": "tsf"},
         "configurations": {
-            "2d": {
-                "patch_size": patch_2d,
-                "batch_size": largest_batch(patch_2d, network, gpu_memory_gb),
-                "context_slices": 1,
-            },
+            "2d": {"patch_size": patch_2d, "batch_size": batch_2d, "context_slices": 1},
             "3d": {
                 "patch_size": patch_3d(crop, network, gpu_memory_gb, stride),
                 "batch_size": 2,
             },
         },
-        "training": default_training(),
+        "training": training,
+        "budget": budget,
         "gpu_memory_gb": gpu_memory_gb,
     }
     assert total_stride(plans) == stride

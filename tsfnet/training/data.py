@@ -138,15 +138,15 @@ class TaskBatchLoader(SlimDataLoaderBase):
         }
 
     def _window(self, rng: np.random.Generator, case_id: str, shape: tuple[int, ...]) -> tuple[slice, ...]:
-        if len(self.patch_size) == 2:  # a slice (plus context) through the full in-plane crop
+        if len(self.patch_size) == 2:  # a slice (plus context): whole, or a random patch of it (CPU plans)
             brain = self.brain_slices[case_id]
             use_brain = len(brain) and rng.uniform() < BRAIN_SLICE_PROBABILITY
             z = int(rng.choice(brain)) if use_brain else int(rng.integers(shape[2]))
-            return (
-                slice(0, shape[0]),
-                slice(0, shape[1]),
-                slice(z - self.context // 2, z + self.context // 2 + 1),
-            )
+            in_plane = [
+                slice(0, s) if p >= s else slice(start := int(rng.integers(0, s - p + 1)), start + p)
+                for s, p in zip(shape[:2], self.patch_size, strict=True)
+            ]
+            return (*in_plane, slice(z - self.context // 2, z + self.context // 2 + 1))
         starts = [int(rng.integers(0, max(1, s - p) + 1)) for s, p in zip(shape, self.patch_size, strict=True)]
         return tuple(slice(st, st + p) for st, p in zip(starts, self.patch_size, strict=True))
 

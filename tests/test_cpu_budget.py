@@ -1,0 +1,64 @@
+"""CPU plans keep the voxel size and train on 2D patches of the slices; validation and
+prediction still run on whole slices (the network is fully convolutional)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from tsfnet.devices import resolve_device
+from tsfnet.inference.model_folder import load_model_folder
+from tsfnet.inference.predictor import predict_folder
+from tsfnet.planning.plans import load_plans, save_plans
+from tsfnet.training.data import CaseStore, TaskBatchLoader, to_batch
+from tsfnet.training.runner import TrainOptions, train
+
+PATCH = [16, 16]
+
+
+def patch_store(store: Path, tmp_path: Path) -> Path:
+    copy = Path(shutil.copytree(store, tmp_path / "store", ignore=shutil.ignore_patterns("unpacked")))
+    plans = load_plans(copy / "plans.json")
+    plans["configurations"]["2d"]["patch_size"] = PATCH
+    save_plans(plans, copy / "plans.json")
+    return copy
+
+
+def test_two_d_batches_are_random_patches_of_whole_slices(store, tmp_path):
+    copy = patch_store(store, tmp_path)
+    plans = load_plans(copy / "plans.json")
+    cases = CaseStore(copy, sorted(p.stem for p in (copy / "cases").glob("*.b2zip")), plans["channel_names"])
+    slice_shape = cases.array(cases.case_ids[0], "mask").shape[:2]
+    assert all(s > p for s, p in zip(slice_shape, PATCH, strict=True))
+    loader = TaskBatchLoader(cases, PATCH, 8, "many_to_one", seed=0)
+    batches = [to_batch(loader.generate_train_batch(), 4, 1) for _ in range(3)]
+    assert all(b.images.shape == (8, 4, 1, *PATCH) and b.brain_mask.shape == (8, 1, *PATCH) for b in batches)
+    case, shape = cases.case_ids[0], cases.array(cases.case_ids[0], "mask").shape
+    windows = {
+        tuple((w.start, w.stop) for w in loader._window(np.random.default_rng(i), case, shape)[:2]) for i in range(20)
+    }
+    assert len(windows) > 5 and all(stop - start == p for win in windows for (start, stop), p in zip(win, PATCH, strict=True))
+
+
+def test_patch_trained_model_predicts_whole_volumes(store, tmp_path):
+    copy = patch_store(store, tmp_path)
+    result = train(TrainOptions(store=copy, output=tmp_path / "results", device="cpu", steps=3, num_workers=0,
+                                progress=False))  # fmt: skip
+    validated = [e for e in result.history if "val_psnr" in e]
+    assert validated and all(np.isfinite(e["val_psnr"]) for e in validated)  # whole validation slices
+    model = load_model_folder(result.model_dir, resolve_device("cpu"))
+    assert model.plans["configurations"]["2d"]["patch_size"] == PATCH
+    source = Path(model.plans["raw_path"]) / "imagesTs"
+    case = sorted(source.glob("*_0000.nii.gz"))[0].name[: -len("_0000.nii.gz")]
+    (tmp_path / "in").mkdir()
+    for channel in (0, 1, 3):
+        os.link(source / f"{case}_{channel:04d}.nii.gz", tmp_path / "in" / f"{case}_{channel:04d}.nii.gz")
+    report = predict_folder(model, tmp_path / "in", tmp_path / "out", progress=False)
+    assert not report.failed
+    written = nib.load(str(tmp_path / "out" / f"{case}_T2.nii.gz"))
+    assert written.shape == nib.load(str(source / f"{case}_0000.nii.gz")).shape
+    assert np.isfinite(np.asarray(written.dataobj)).all()
