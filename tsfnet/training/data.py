@@ -46,7 +46,7 @@ class CaseStore:
                 arrays["label"] = case.label
             for key, array in arrays.items():
                 tmp = self.unpacked / f".{case_id}__{key}.{os.getpid()}.npy"
-                np.save(tmp, np.ascontiguousarray(array))
+                np.save(tmp, np.asfortranarray(array))  # axial slices (the last axis) contiguous: 2D reads
                 os.replace(tmp, self.unpacked / f"{case_id}__{key}.npy")
             marker.write_text(",".join(case.images))
         names = [n for n in marker.read_text().split(",") if n]
