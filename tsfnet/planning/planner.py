@@ -1,4 +1,4 @@
-"""Derive plans from a fingerprint (DESIGN §4). Registered, so users can add their own."""
+"""Derive plans from a fingerprint. Registered, so users can add their own."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from tsfnet.planning.memory import estimate_gb
 from tsfnet.planning.plans import SCHEMA_VERSION, total_stride, validate_plans
-from tsfnet.registry import register
+from tsfnet.registry import register, registry
 
 MAX_BATCH = 64
 
@@ -57,7 +57,9 @@ def patch_3d(crop: list[int], network: dict, budget_gb: float, stride: int) -> l
 
 
 def default_training() -> dict:
-    return {
+    """Run-wide settings, then training.<stage> for every registered stage: the budget the
+    stage declares (its `defaults`), so a plugin's stage is planned like a built-in one."""
+    training = {
         "seed": 0,
         "val_every": 250,
         "num_workers": 2,
@@ -65,13 +67,11 @@ def default_training() -> dict:
         # One task per batch, as the authors train: dense HyperConvs (benchmarks/train_speed.py).
         "task_sampling": "per_batch",
         "loss": {"reconstruction": "l1", "rec_weight": 10.0, "perceptual_weight": 0.01},
-        "pretrain": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
-        "finetune": {"steps": 10000, "lr": 1e-4, "schedule": "poly"},
-        # The baselines' own stages, with their papers' Adam 2e-4.
-        "mmgan": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
-        "hinet": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
-        "pix2pix": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
     }
+    for name, stage in registry.items("stage"):
+        if getattr(stage, "defaults", None):
+            training[name] = dict(stage.defaults)
+    return training
 
 
 @register("planner", "default")
