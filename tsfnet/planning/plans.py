@@ -97,6 +97,10 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
         raise InputError(path, "'configurations' is empty")
     for name, config in plans["configurations"].items():
         _check(config, CONFIGURATION_SCHEMA, f"configurations.{name}", path)
+        if not config["patch_size"] or not all(_positive_int(v) for v in config["patch_size"]):
+            raise InputError(path, f"'configurations.{name}.patch_size' must be positive integers")
+    if not all(_positive_int(v) for v in plans["network"]["strides"]):
+        raise InputError(path, f"'network.strides' must be positive integers, got {plans['network']['strides']}")
     sampling = plans["training"].get("task_sampling", "per_sample")  # plans older than the option: per sample
     if sampling not in TASK_SAMPLING:
         raise InputError(path, f"'training.task_sampling' must be {' or '.join(TASK_SAMPLING)}, got {sampling!r}")
@@ -107,6 +111,10 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
                 path, f"configurations.{name}.patch_size {config['patch_size']} not a multiple of {stride}"
             )
     return plans
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def total_stride(plans: dict) -> int:
