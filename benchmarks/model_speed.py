@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, write_result
 
+from tsfnet.batch import Batch
 from tsfnet.model import build_model
 from tsfnet.planning.planner import network_for
 from tsfnet.registry import registry
 from tsfnet.tasks import SAMPLERS
-from tsfnet.training.batch import Batch
 from tsfnet.training.losses import SynthesisCriterion
 
 N = 4
@@ -86,8 +86,7 @@ def step_time(
     plans = paper_plans()
     plans["configurations"][config]["patch_size"] = list(shape)
     model = build_model(plans, fusion, config=config).to(device)
-    stage = registry.get("trainer", model.stages[-1])()
-    stage.precision = precision
+    stage = registry.get("stage", model.stages[-1])(precision=precision)
     optimizers = stage.optimizers(model, 1e-4)
     criterion = SynthesisCriterion().to(device) if stage.uses_criterion else None
     network = torch.compile(model) if compile_model else model

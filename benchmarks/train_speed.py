@@ -1,6 +1,6 @@
 """Training throughput through the real `tsfnet train` path: TaskBatchLoader, batchgenerators
 augmentation and workers, to_batch, the stage's step, loss bookkeeping and logging, all run
-by Trainer.run_stage on a phantom store. Per row: steps/s, slices/s, the share of wall time
+by Runner.run_stage on a phantom store. Per row: steps/s, slices/s, the share of wall time
 spent waiting for the next batch, the bare step (the same Stage.step repeated on one batch
 already on the device) and the runner's overhead over it; on CUDA also the FLOPs of one step
 (torch.utils.flop_counter) as TFLOP/s and as a share of the GPU's dense bf16 peak.
@@ -16,6 +16,7 @@ with one task per sample and per batch (`training.task_sampling`), mmgan and hin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -112,7 +113,7 @@ class Measured:
 
 
 def measure(store: Path, out: Path, fusion: str, stage_name: str, sampling: str, args) -> Measured:
-    """Runs warmup + steps through Trainer.run_stage, then times the bare step on its last batch."""
+    """Runs warmup + steps through Runner.run_stage, then times the bare step on its last batch."""
     options = runner.TrainOptions(
         store=store,
         fusion=fusion,
@@ -125,10 +126,11 @@ def measure(store: Path, out: Path, fusion: str, stage_name: str, sampling: str,
         compile=args.compile,
         progress=False,
     )
-    trainer = runner.Trainer(options)
-    trainer.training["task_sampling"] = sampling
+    trainer = runner.Runner(options)
+    trainer.training = dataclasses.replace(trainer.training, task_sampling=sampling)
     trainer.write_model_folder()
-    base = type(registry.get("trainer", stage_name)())
+    trainer.cases.unpack()
+    base = registry.get("stage", stage_name)
     starts: list[float] = []
     last: dict = {}
 
@@ -138,8 +140,7 @@ def measure(store: Path, out: Path, fusion: str, stage_name: str, sampling: str,
             last.update(model=model, batch=batch, criterion=criterion, optimizers=optimizers)
             return super().step(model, batch, criterion, optimizers, progress)
 
-    stage = Timed()
-    stage.precision = trainer.precision
+    stage = Timed(precision=trainer.precision)
     batches: list[TimedBatches] = []
     original = runner.batch_iterator
 
@@ -225,7 +226,7 @@ def main() -> None:
         f"Command: `python benchmarks/train_speed.py {' '.join(sys.argv[1:])}`",
         f"Machine: {machine()}",
         "",
-        f"Batch {BATCH}; {args.steps} timed steps after {args.warmup} warm-up steps, through Trainer.run_stage with "
+        f"Batch {BATCH}; {args.steps} timed steps after {args.warmup} warm-up steps, through Runner.run_stage with "
         f"{args.workers} augmentation workers. Waiting for data: time in the batch iterator's `next` / wall time. "
         "Bare step: Stage.step repeated on the last batch, already on the device. Runner overhead: wall time per "
         "step over the bare step (data wait, to_batch, the copy, logging; on the CPU the workers also share the "

@@ -15,12 +15,12 @@ import torch
 
 from tests.conftest import TINY_NETWORK
 from tests.test_cli import tsfnet
+from tsfnet.batch import Batch
 from tsfnet.fusion.adversarial import AdversarialNetwork
 from tsfnet.fusion.hinet import MixedFusionBlock
 from tsfnet.model import build_model
 from tsfnet.planning.plans import load_plans, save_plans
 from tsfnet.training.adversarial import MMGANStage, least_squares
-from tsfnet.training.batch import Batch
 
 BASELINES = ("mmgan", "hinet", "pix2pix", "seq2seq-avg")
 TINY_OPTIONS = {
@@ -209,7 +209,7 @@ def test_baseline_trains_and_predicts_through_the_cli(fusion, baseline_store, tm
         "train", "-p", str(baseline_store), "--fusion", fusion, "--steps", "3", "--device", "cpu", "-o", str(results)
     )
     assert trained.returncode == 0, trained.stderr
-    model_dir = results / f"{fusion}__2d" / "fold_0"
+    model_dir = results / f"{fusion}__plans__2d" / "fold_0"
     assert (model_dir / "checkpoint_best.pt").is_file()
     stages = {json.loads(line)["stage"] for line in (model_dir / "training_log.jsonl").read_text().splitlines()}
     assert stages == {"pretrain" if fusion == "seq2seq-avg" else fusion}

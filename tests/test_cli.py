@@ -103,7 +103,7 @@ def test_readme_short_form_inside_the_dataset_and_from_the_demo_folder(tmp_path)
     assert (store / "plans.json").is_file() and len(list((store / "cases").glob("*.b2zip"))) == 3
     trained = tsfnet("train", "--fusion", "tsf", "--steps", "3", cwd=raw)
     assert trained.returncode == 0, trained.stderr
-    model = demo / "tsfnet_results" / "Dataset001_Phantom" / "tsf__2d" / "fold_0"
+    model = demo / "tsfnet_results" / "Dataset001_Phantom" / "tsf__plans__2d" / "fold_0"
     assert (model / "checkpoint_best.pt").is_file()
     predicted = tsfnet("predict", "-i", "imagesTs", "-o", "../predictions", "-m", str(model), cwd=raw)
     assert predicted.returncode == 0, predicted.stderr

@@ -31,7 +31,7 @@ def patch_store(store: Path, tmp_path: Path) -> Path:
 def test_two_d_batches_are_random_patches_of_whole_slices(store, tmp_path):
     copy = patch_store(store, tmp_path)
     plans = load_plans(copy / "plans.json")
-    cases = CaseStore(copy, sorted(p.stem for p in (copy / "cases").glob("*.b2zip")), plans["channel_names"])
+    cases = CaseStore(copy, sorted(p.stem for p in (copy / "cases").glob("*.b2zip")), plans["channel_names"]).unpack()
     slice_shape = cases.array(cases.case_ids[0], "mask").shape[:2]
     assert all(s > p for s, p in zip(slice_shape, PATCH, strict=True))
     loader = TaskBatchLoader(cases, PATCH, 8, "many_to_one", seed=0)
@@ -52,8 +52,8 @@ def test_patch_trained_model_predicts_whole_volumes(store, tmp_path):
     validated = [e for e in result.history if "val_psnr" in e]
     assert validated and all(np.isfinite(e["val_psnr"]) for e in validated)  # whole validation slices
     model = load_model_folder(result.model_dir, resolve_device("cpu"))
-    assert model.plans["configurations"]["2d"]["patch_size"] == PATCH
-    source = Path(model.plans["raw_path"]) / "imagesTs"
+    assert model.plans.configuration("2d").patch_size == PATCH
+    source = Path(model.plans.raw["raw_path"]) / "imagesTs"
     case = sorted(source.glob("*_0000.nii.gz"))[0].name[: -len("_0000.nii.gz")]
     (tmp_path / "in").mkdir()
     for channel in (0, 1, 3):

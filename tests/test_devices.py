@@ -7,7 +7,7 @@ import torch
 
 from tsfnet.devices import autocast, inference_batch_size, inference_precision, native_bf16
 from tsfnet.errors import TsfnetError
-from tsfnet.training.runner import Trainer, TrainOptions
+from tsfnet.training.runner import Runner, TrainOptions
 
 CPU = torch.device("cpu")
 
@@ -36,5 +36,5 @@ def test_autocast_on_the_cpu_follows_the_precision(precision, dtype):
 
 def test_cpu_defaults_small_batches_and_trains_in_full_precision(store, tmp_path):
     assert inference_batch_size(CPU) == 2 and inference_batch_size(torch.device("cuda")) == 16
-    trainer = Trainer(TrainOptions(store=store, output=tmp_path, device="cpu", precision="bf16", progress=False))
+    trainer = Runner(TrainOptions(store=store, output=tmp_path, device="cpu", precision="bf16", progress=False))
     assert trainer.precision == "fp32"

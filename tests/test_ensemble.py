@@ -24,7 +24,7 @@ from tsfnet.inference.predictor import predict_folder
 from tsfnet.preprocessing.pipeline import preprocess_volumes
 from tsfnet.training.cross_validation import train_folds
 from tsfnet.training.folds import is_finished
-from tsfnet.training.runner import Trainer, TrainOptions, TrainResult, train
+from tsfnet.training.runner import Runner, TrainOptions, TrainResult, train
 
 CPU = resolve_device("cpu")
 T2 = 2
@@ -50,7 +50,7 @@ def ensemble_dir(store, tmp_path_factory) -> Path:
 def test_case(ensemble_dir) -> tuple[Path, dict[int, np.ndarray]]:
     """PH_0006 without its T2, linked into an input folder, and its preprocessed images."""
     model = load_model_folder(ensemble_dir / "fold_0", CPU, precision="fp32")
-    raw = Path(model.plans["raw_path"]) / "imagesTs"
+    raw = Path(model.plans.raw["raw_path"]) / "imagesTs"
     folder = ensemble_dir.parent / "inputs"
     folder.mkdir(exist_ok=True)
     for channel in (0, 1, 3):
@@ -113,7 +113,7 @@ def test_ensemble_files_average_the_single_fold_files(ensemble_dir, test_case, t
     assert meta("ensemble")["folds"] == [0, 1] and meta("fold_0")["folds"] == [0]
     for source, weight in meta("ensemble")["sources"].items():
         assert weight == pytest.approx((meta("fold_0")["sources"][source] + meta("fold_1")["sources"][source]) / 2)
-    reference = Path(ensemble.plans["raw_path"]) / "imagesTs"
+    reference = Path(ensemble.plans.raw["raw_path"]) / "imagesTs"
     rows, _ = evaluate(tmp_path / "ensemble", reference, tmp_path / "report", progress=False)
     assert [(r["case"], r["target"]) for r in rows] == [("PH_0006", "T2")] and np.isfinite(rows[0]["psnr"])
 
@@ -186,14 +186,14 @@ def test_all_five_folds_in_turn_and_resume_skips_finished_ones(store, tmp_path, 
     """The loop alone: each run stands in for a finished training (the runner has its own tests)."""
     runs = []
 
-    def finish(trainer: Trainer) -> TrainResult:
+    def finish(trainer: Runner) -> TrainResult:
         runs.append((trainer.options.fold, trainer.options.resume))
         trainer.write_model_folder()
         for name in ("latest", "finetune"):
             (trainer.model_dir / f"checkpoint_{name}.pt").touch()
         return TrainResult(trainer.model_dir, trainer.model)
 
-    monkeypatch.setattr(Trainer, "run", finish)
+    monkeypatch.setattr(Runner, "run", finish)
     options = tiny_options(store, tmp_path, "all5")
     results = train_folds(options)
     assert runs == [(k, False) for k in range(5)]

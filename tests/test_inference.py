@@ -30,7 +30,7 @@ def model(trained):
 
 
 def source_folder(model) -> Path:
-    return Path(model.plans["raw_path"]) / "imagesTs"
+    return Path(model.plans.raw["raw_path"]) / "imagesTs"
 
 
 def link_case(model, folder: Path, case: str, channels, name=None, source_case="PH_0006") -> None:
@@ -104,7 +104,7 @@ def test_requested_targets_and_reference_intensity(model, tmp_path):
     )
     assert [p.name for p in report.written] == ["A_T2.nii.gz"]
     data = nib.load(str(report.written[0])).get_fdata()
-    lo, hi = model.plans["intensity_reference"]["T2"]
+    lo, hi = model.plans.intensity_reference["T2"]
     assert data.min() >= 0 and data.max() <= hi + 1e-3 and data.max() > lo
     with pytest.raises(TsfnetError, match="unknown target 'PD'"):
         predict_folder(model, tmp_path / "in", tmp_path / "out2", targets="PD", progress=False)
@@ -235,7 +235,7 @@ def test_segmentation_dice_on_completed_versus_real_inputs(model, store, tmp_pat
             progress=False,
         )
     )
-    assert seg.model_dir.parts[-2] == "tsf__2d__segmentation"
+    assert seg.model_dir.parts[-2] == "tsf__plans__2d__segmentation"
     assert any("val_dice" in e for e in seg.history)
     seg_model = load_model_folder(seg.model_dir, resolve_device("cpu"))
     link_case(model, tmp_path / "in", "S", [0, 2])

@@ -41,7 +41,7 @@ def default_loader_store(store, tmp_path) -> Path:
     ids=["ctrl-c", "sigterm"],
 )
 def test_signal_saves_a_checkpoint_and_resume_continues(default_loader_store, tmp_path, signum, whole_group, code):
-    folder = tmp_path / "tsf__2d" / "fold_0"
+    folder = tmp_path / "tsf__plans__2d" / "fold_0"
     command = train_command(default_loader_store, tmp_path)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True, env={**os.environ, "COLUMNS": "400"})  # fmt: skip

@@ -1,4 +1,4 @@
-"""Tests that pin TSF-Seq2Seq to the paper (DESIGN §1)."""
+"""Tests that pin TSF-Seq2Seq to the paper."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fingerprint, plans and preprocessing (DESIGN §4)."""
+"""Fingerprint, plans and preprocessing."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ def test_builtins_are_registered_in_every_kind():
     assert {"percentile", "p99x2"} <= set(names["normalization"])
     assert "default" in names["planner"]
     assert {"l1", "smooth_l1"} <= set(names["loss"])
-    assert {"pretrain", "finetune", "segment"} <= set(names["trainer"])
+    assert {"pretrain", "finetune", "segment"} <= set(names["stage"])
 
 
 def test_unknown_name_lists_known_ones():
@@ -90,7 +90,7 @@ def test_entry_point_fusion_trains_and_predicts(installed_plugin, store, tmp_pat
     )
     assert (result.model_dir / "checkpoint_best.pt").is_file()
     trained = load_model_folder(result.model_dir, resolve_device("cpu"))
-    raw = Path(trained.plans["raw_path"])
+    raw = Path(trained.plans.raw["raw_path"])
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for channel in (0, 1, 3):

@@ -369,7 +369,7 @@ def test_train_killed_while_saving_a_checkpoint_resumes(store, tmp_path):
     # pretrain saves only checkpoint_latest.pt (at steps 2, 4, 6, 8): the 3rd save is step 6.
     killed = run_killed("torch.save", 3, *argv)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    folder = tmp_path / "tsf__2d" / "fold_0"
+    folder = tmp_path / "tsf__plans__2d" / "fold_0"
     from tsfnet.training.checkpoint import load_checkpoint
 
     assert load_checkpoint(folder / "checkpoint_latest.pt")["step"] == 4  # the previous checkpoint, whole

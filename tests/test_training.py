@@ -29,7 +29,7 @@ def read_log(model_dir: Path) -> list[dict]:
 
 def test_model_folder_after_both_stages(trained):
     folder = trained.model_dir
-    assert folder.parts[-2:] == ("tsf__2d", "fold_0")
+    assert folder.parts[-2:] == ("tsf__plans__2d", "fold_0")
     for name in (
         "checkpoint_latest.pt",
         "checkpoint_best.pt",
@@ -128,7 +128,7 @@ def test_sigkill_then_resume_continues_the_run(store, tmp_path):
         "-o",
         str(tmp_path),
     ]
-    folder = tmp_path / "tsf__2d" / "fold_0"
+    folder = tmp_path / "tsf__plans__2d" / "fold_0"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     killed_after = None
@@ -242,7 +242,7 @@ def test_ddp_two_cpu_processes_hold_identical_weights(store, tmp_path):
         port = sock.getsockname()[1]
     torch.multiprocessing.spawn(_ddp_worker, args=(port, str(store), str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    initial = torch.load(tmp_path / "tsf__2d" / "fold_0" / "checkpoint_latest.pt", weights_only=True)
+    initial = torch.load(tmp_path / "tsf__plans__2d" / "fold_0" / "checkpoint_latest.pt", weights_only=True)
     assert initial["step"] == 3
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key

@@ -36,7 +36,7 @@ def test_many_to_one_draws_every_subset_size():
 def make_store(store):
     plans = load_plans(store / "plans.json")
     ids = sorted(p.stem for p in (store / "cases").glob("*.b2zip"))
-    return plans, CaseStore(store, ids, plans["channel_names"])
+    return plans, CaseStore(store, ids, plans["channel_names"]).unpack()
 
 
 def test_batches_hold_the_sampled_task(store):
@@ -141,10 +141,10 @@ def test_three_d_training_and_sliding_window_prediction(store, tmp_path):
             store=store, config="3d", steps=2, val_every=2, output=tmp_path, device="cpu", num_workers=0, progress=False
         )
     )
-    assert result.model_dir.parts[-2] == "tsf__3d"
+    assert result.model_dir.parts[-2] == "tsf__plans__3d"
     trained = load_model_folder(result.model_dir, resolve_device("cpu"))
     assert trained.model.dims == 3
-    raw = trained.plans["raw_path"]
+    raw = trained.plans.raw["raw_path"]
     (tmp_path / "in").mkdir()
     for channel in (0, 2):
         (tmp_path / "in" / f"V_{channel:04d}.nii.gz").symlink_to(f"{raw}/imagesTs/PH_0007_{channel:04d}.nii.gz")

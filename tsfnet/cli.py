@@ -1,4 +1,4 @@
-"""The `tsfnet` command line (DESIGN §10).
+"""The `tsfnet` command line (see the README's command table).
 
 Errors a user can fix are printed as one line on stderr with exit code 1;
 `--debug` shows the traceback instead.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from tsfnet.errors import InputError, TrainingInterrupted, TsfnetError
+
+if TYPE_CHECKING:
+    from tsfnet.planning.plans import Plans
 
 app = typer.Typer(
     name="tsfnet",
@@ -51,26 +54,29 @@ def info(message: str) -> None:
     logging.getLogger("tsfnet").info(message)
 
 
-def find_store(explicit: Path | None) -> Path:
+def find_store(explicit: Path | None, plans: str | None = None) -> Path:
     """-p, or the one preprocessed dataset that belongs to the cwd: the store `tsfnet plan`
     wrote for the raw dataset we stand in, else the one store found up to two folders down
-    (a folder of datasets, a demo folder)."""
+    (a folder of datasets, a demo folder). The store must hold the plans named `plans`."""
+    from tsfnet.planning.plans import plans_path
+
+    file = plans_path(Path("."), plans).name
     if explicit is not None:
-        if not (explicit / "plans.json").is_file():
-            raise InputError(explicit, "no plans.json (run tsfnet plan first)")
+        if not (explicit / file).is_file():
+            raise InputError(explicit, f"no {file} (run tsfnet plan first)")
         return explicit
     from tsfnet.planning.api import FINGERPRINT_FILE, default_store
 
     cwd = Path.cwd()
     if (cwd / "dataset.json").is_file():
         store = default_store(cwd)
-        if (store / "plans.json").is_file():
+        if (store / file).is_file():
             return store
-        raise InputError(cwd, f"not planned yet: run tsfnet plan here (it writes {store})")
+        raise InputError(cwd, f"not planned yet: run tsfnet plan here (it writes {store / file})")
     candidates = sorted(
         {
             p.parent
-            for pattern in ("plans.json", "*/plans.json", "*/*/plans.json")
+            for pattern in (file, f"*/{file}", f"*/*/{file}")
             for p in cwd.glob(pattern)
             if (p.parent / FINGERPRINT_FILE).is_file()  # a store, not a model folder's copy of its plans
         }
@@ -145,7 +151,8 @@ def plan(
         str | None,
         typer.Option(
             "--preset",
-            help="Preset name (e.g. brats2021_paper) or JSON path, applied on top of the derived plans.",
+            help="Preset name (e.g. brats2021_paper) or JSON path, applied on top of the derived plans "
+            "and written beside them as plans_<preset>.json (train it with --plans <preset>).",
         ),
     ] = None,
     gpu_memory_gb: Annotated[float, typer.Option("--gpu-memory-gb", help="Memory budget for batch/patch size.")] = 8.0,
@@ -160,14 +167,18 @@ def plan(
     planner: Annotated[str, typer.Option("--planner", help="Registered planner plugin.")] = "default",
     workers: Annotated[int | None, typer.Option("--workers", help="Processes (default: cores, max 8).")] = None,
 ) -> None:
-    """Fingerprint a raw dataset and write dataset_fingerprint.json and plans.json."""
+    """Fingerprint a raw dataset and write dataset_fingerprint.json and plans.json (and
+    plans_<preset>.json with --preset)."""
     from tsfnet.planning.api import plan as run_plan
+    from tsfnet.planning.api import plans_name
+    from tsfnet.planning.plans import plans_path, read_plans
 
-    store, plans = run_plan(dataset, output, preset, gpu_memory_gb, planner, workers, budget=budget)
-    two_d = plans["configurations"]["2d"]
+    store, written = run_plan(dataset, output, preset, gpu_memory_gb, planner, workers, budget=budget)
+    plans = read_plans(store, plans_name(written))
+    two_d = plans.configuration("2d")
     info(
-        f"plans for a {plans.get('budget', 'gpu').upper()} written to {store / 'plans.json'} "
-        f"(crop {plans['crop_size']}, 2d patch {two_d['patch_size']} x {two_d['batch_size']})"
+        f"plans for a {plans.raw.get('budget', 'gpu').upper()} written to {plans_path(store, plans.name)} "
+        f"(crop {plans.crop_size}, 2d patch {two_d.patch_size} x {two_d.batch_size})"
     )
     if preprocess:
         _preprocess(dataset, store, plans, False, workers)
@@ -181,23 +192,27 @@ def preprocess_command(
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo cases that are up to date.")] = False,
     workers: Annotated[int | None, typer.Option("--workers", help="Processes.")] = None,
+    plans_name: Annotated[
+        str, typer.Option("--plans", help="Plans to preprocess with: plans (plans.json) or NAME (plans_NAME.json).")
+    ] = "plans",
 ) -> None:
     """Crop, resample and normalise every case with the plans (up-to-date cases are skipped)."""
     from tsfnet.planning.api import default_store
-    from tsfnet.planning.plans import load_plans
+    from tsfnet.planning.plans import plans_path, read_plans
 
     store = output or default_store(dataset)
-    if not (store / "plans.json").is_file():
-        raise TsfnetError(f"{store / 'plans.json'}: not found (run tsfnet plan first)")
-    _preprocess(dataset, store, load_plans(store / "plans.json"), overwrite, workers)
+    if not plans_path(store, plans_name).is_file():
+        raise TsfnetError(f"{plans_path(store, plans_name)}: not found (run tsfnet plan first)")
+    _preprocess(dataset, store, read_plans(store, plans_name), overwrite, workers)
 
 
-def _preprocess(dataset: Path, store: Path, plans: dict, overwrite: bool, workers: int | None) -> None:
+def _preprocess(dataset: Path, store: Path, plans: Plans, overwrite: bool, workers: int | None) -> None:
     from tsfnet.data.dataset import RawDataset
-    from tsfnet.preprocessing.pipeline import preprocess_dataset
+    from tsfnet.preprocessing.pipeline import cases_folder, preprocess_dataset
 
     counts = preprocess_dataset(RawDataset.load(dataset), store, plans, overwrite, workers)
-    info(f"preprocessed {counts['done']} cases ({counts['skipped']} up to date) into {store}")
+    folder = store / cases_folder(store, plans)
+    info(f"preprocessed {counts['done']} cases ({counts['skipped']} up to date) into {folder}")
 
 
 # ---- training ------------------------------------------------------------------------------
@@ -207,6 +222,9 @@ def _preprocess(dataset: Path, store: Path, plans: dict, overwrite: bool, worker
 def train(
     preprocessed: Annotated[Path | None, typer.Option("-p", "--preprocessed", help="Preprocessed folder.")] = None,
     fusion: Annotated[str, typer.Option("--fusion", help="Fusion plugin (see tsfnet plugins).")] = "tsf",
+    plans_name: Annotated[
+        str, typer.Option("--plans", help="plans (plans.json) or NAME (plans_NAME.json, e.g. a preset).")
+    ] = "plans",
     head: Annotated[str, typer.Option("--head", help="synthesis or segmentation.")] = "synthesis",
     config: Annotated[str, typer.Option("--config", help="2d (slices) or 3d (patches).")] = "2d",
     fold: Annotated[
@@ -239,8 +257,9 @@ def train(
 
     fold_value: int | str = fold if fold in ("all", ALL_FOLDS) else _int_option("--fold", fold)
     options = TrainOptions(
-        store=find_store(preprocessed),
+        store=find_store(preprocessed, plans_name),
         fusion=fusion,
+        plans=plans_name,
         head=head,
         config=config,
         fold=fold_value,

@@ -1,39 +1,31 @@
 """The networks `tsfnet train --fusion NAME` builds.
 
 For a feature fusion (the method): shared encoder E -> fusion plugin -> head (G or
-segmentation). A fusion plugin that is a whole `Network` (the baselines) is built
-from the plans as it is.
+segmentation); the head names the stages that train it (its `stages`). A fusion
+plugin that is a whole `Network` (the baselines) is built from the plans as it is.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from tsfnet.errors import TsfnetError
 from tsfnet.fusion.base import FeatureFusion, ModelOutput, Network
 from tsfnet.nets.seq2seq import Encoder
+from tsfnet.planning.plans import Plans, as_plans
 from tsfnet.registry import registry
 from tsfnet.tasks import task_code
 
-__all__ = ["FusionModel", "ModelOutput", "Network", "Seq2SeqCore", "build_model", "input_channels"]
-
-STAGES = {"synthesis": ("pretrain", "finetune"), "segmentation": ("segment",)}
+__all__ = ["FusionModel", "ModelOutput", "Network", "Seq2SeqCore", "build_model"]
 
 
-def input_channels(plans: dict, config: str) -> int:
-    """2.5D models see `context_slices` adjacent slices as channels."""
-    return int(plans["configurations"][config].get("context_slices", 1)) if config == "2d" else 1
-
-
-def label_classes(plans: dict) -> int:
-    """Classes = largest label value + 1 (BraTS 2021 labels ET as 4, so it has 5)."""
-    values = [int(v) for v in plans.get("labels", {}).values()]
-    return max(2, max(values, default=1) + 1)
-
-
-def check_config(plans: dict, config: str) -> None:
-    if config not in plans["configurations"]:
-        raise TsfnetError(f"unknown configuration '{config}'; plans have {', '.join(plans['configurations'])}")
+def head_stages(head: str) -> tuple[str, ...]:
+    """The stages a head declares (its `stages`), e.g. synthesis: pretrain, finetune."""
+    stages = getattr(registry.get("head", head), "stages", None)
+    if not stages:
+        raise TsfnetError(f"head '{head}' declares no training stages (a `stages` tuple of registered stages)")
+    return tuple(stages)
 
 
 class Seq2SeqCore(Network):
@@ -41,14 +33,18 @@ class Seq2SeqCore(Network):
 
     phases = ("synthesise", "one_to_one")
 
-    def __init__(self, plans: dict, config: str, head: str = "synthesis") -> None:
+    def __init__(self, plans: Plans | dict, config: str, head: str = "synthesis") -> None:
         super().__init__()
-        check_config(plans, config)
-        self.n_sequences = len(plans["channel_names"])
-        self.dims = 2 if config == "2d" else 3
-        self.encoder = Encoder(input_channels(plans, config), plans["network"], self.dims)
-        self.head = registry.get("head", head)(plans["network"], self.n_sequences, self.dims, label_classes(plans))
-        self.stages = STAGES.get(head, ("segment",))
+        plans = as_plans(plans)
+        configuration = plans.configuration(config)
+        self.n_sequences = plans.n_sequences
+        self.dims = configuration.dims
+        self.encoder = Encoder(configuration.context_slices, plans.network, self.dims)
+        self.head = registry.get("head", head)(plans.network, self.n_sequences, self.dims, plans.label_classes)
+        self.stages = head_stages(head)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"encoder": list(self.encoder.parameters()), "head": list(self.head.parameters())}
 
     def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
         """E on the sources only: (B, N, Cin, *S) -> (B, N, C, *S'), zeros elsewhere."""
@@ -66,11 +62,15 @@ class Seq2SeqCore(Network):
 class FusionModel(Seq2SeqCore):
     """E -> feature fusion -> head: X' = G(f̂), X'_A = G(f̂ + f_A)."""
 
-    def __init__(self, plans: dict, fusion: str, head: str = "synthesis", config: str = "2d") -> None:
+    def __init__(self, plans: Plans | dict, fusion: str, head: str = "synthesis", config: str = "2d") -> None:
+        plans = as_plans(plans)
         super().__init__(plans, config, head)
         fusion_cls = registry.get("fusion", fusion)
-        options = plans["fusion"].get(fusion, {})
+        options = plans.fusion_options(fusion)
         self.fusion = fusion_cls(self.n_sequences, self.encoder.out_channels, self.dims, **options)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {**super().parameter_groups(), "fusion": list(self.fusion.parameters())}
 
     def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
         # A (1,) target means the batch shares one task: one code row, dense HyperConvs.
@@ -85,14 +85,14 @@ class FusionModel(Seq2SeqCore):
         return ModelOutput(enhanced, base, fused.weights)
 
 
-def build_model(plans: dict, fusion: str, head: str = "synthesis", config: str = "2d") -> Network:
-    """The network for `--fusion NAME --head HEAD --config CONFIG`, options from plans["fusion"][NAME]."""
-    fusion_cls = registry.get("fusion", fusion)
-    if isinstance(fusion_cls, type) and issubclass(fusion_cls, FeatureFusion):
+def build_model(plans: Plans | dict, fusion: str, head: str = "synthesis", config: str = "2d") -> Network:
+    """The network for `--fusion NAME --head HEAD --config CONFIG`, options from `plans.fusion_options(NAME)`.
+    A whole `Network` plugin is constructed as `cls(plans, config, **options)` with the typed view."""
+    plans = as_plans(plans)
+    fusion_cls = registry.get("fusion", fusion)  # a FeatureFusion or a Network: checked when registered
+    if issubclass(fusion_cls, FeatureFusion):
         return FusionModel(plans, fusion, head, config)
-    if isinstance(fusion_cls, type) and issubclass(fusion_cls, Network):
-        if head != "synthesis":
-            raise TsfnetError(f"fusion '{fusion}' is a whole synthesis network; it has no '{head}' head")
-        check_config(plans, config)
-        return fusion_cls(plans, config, **plans["fusion"].get(fusion, {}))
-    raise TsfnetError(f"fusion plugin '{fusion}' must subclass tsfnet.fusion.FeatureFusion or tsfnet.fusion.Network")
+    if head != "synthesis":
+        raise TsfnetError(f"fusion '{fusion}' is a whole synthesis network; it has no '{head}' head")
+    plans.configuration(config)  # an unknown configuration is an error before the network sees it
+    return fusion_cls(plans, config, **plans.fusion_options(fusion))

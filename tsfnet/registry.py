@@ -3,6 +3,9 @@
 Built-ins register with the `register` decorator; third-party packages declare an
 entry point in the group ``tsfnet.<kind>`` (e.g. ``tsfnet.fusion``) pointing at the
 object to register. Entry points are loaded lazily, the first time a kind is used.
+A fusion must be a `FeatureFusion` or a `Network`, a stage a `Stage`: a plugin that is
+not is refused when it registers. The kind `trainer` is the old name of `stage`
+(still accepted, e.g. for the entry-point group ``tsfnet.trainer``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from typing import Any, TypeVar
 
 from tsfnet.errors import TsfnetError
 
-KINDS = ("fusion", "head", "normalization", "planner", "loss", "trainer")
+KINDS = ("fusion", "head", "normalization", "planner", "loss", "stage")
+ALIASES = {"trainer": "stage"}
+
+# What a plugin of a kind must subclass ("module:Class"), checked when it registers.
+BASES = {
+    "fusion": ("tsfnet.fusion.base:FeatureFusion", "tsfnet.fusion.base:Network"),
+    "stage": ("tsfnet.training.stages:Stage",),
+}
 
 # Modules whose import registers the built-in plugins.
 _BUILTIN_MODULES = (
@@ -54,7 +64,7 @@ class Registry:
 
     def register(self, kind: str, name: str, provider: str = "tsfnet") -> Callable[[T], T]:
         """Decorator: `@registry.register("fusion", "tsf")`."""
-        self._check_kind(kind)
+        kind = self._check_kind(kind)
 
         def decorator(obj: T) -> T:
             self.add(kind, name, obj, provider)
@@ -63,14 +73,20 @@ class Registry:
         return decorator
 
     def add(self, kind: str, name: str, obj: Any, provider: str) -> None:
-        self._check_kind(kind)
+        kind = self._check_kind(kind)
         existing = self._plugins[kind].get(name)
         if existing is not None and existing.obj is not obj:
             raise TsfnetError(f"{kind} plugin '{name}' from {provider} clashes with the one from {existing.provider}")
+        _check_base(kind, name, obj, provider)
+        if kind == "stage":  # a stage is named by its registration
+            own = obj.__dict__.get("name")
+            if own and own != name:
+                raise TsfnetError(f"stage '{name}' from {provider} is already registered as '{own}'")
+            obj.name = name
         self._plugins[kind][name] = Plugin(kind, name, obj, provider)
 
     def get(self, kind: str, name: str) -> Any:
-        self._check_kind(kind)
+        kind = self._check_kind(kind)
         self.load()
         plugin = self._plugins[kind].get(name)
         if plugin is None:
@@ -79,9 +95,15 @@ class Registry:
         return plugin.obj
 
     def names(self, kind: str) -> list[str]:
-        self._check_kind(kind)
+        kind = self._check_kind(kind)
         self.load()
         return sorted(self._plugins[kind])
+
+    def items(self, kind: str) -> list[tuple[str, Any]]:
+        """(name, object) of a kind in registration order (built-ins first)."""
+        kind = self._check_kind(kind)
+        self.load()
+        return [(name, plugin.obj) for name, plugin in self._plugins[kind].items()]
 
     def plugins(self) -> list[Plugin]:
         self.load()
@@ -99,8 +121,9 @@ class Registry:
         self._loaded = True
         for module in _BUILTIN_MODULES:
             importlib.import_module(module)
-        for kind in KINDS:
-            for ep in entry_points(group=f"tsfnet.{kind}"):
+        groups = [(kind, kind) for kind in KINDS] + [(alias, kind) for alias, kind in ALIASES.items()]
+        for group, kind in groups:
+            for ep in entry_points(group=f"tsfnet.{group}"):
                 provider = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
                 try:
                     obj = ep.load()
@@ -109,9 +132,18 @@ class Registry:
                 self.add(kind, ep.name, obj, provider)
 
     @staticmethod
-    def _check_kind(kind: str) -> None:
+    def _check_kind(kind: str) -> str:
+        kind = ALIASES.get(kind, kind)
         if kind not in KINDS:
             raise TsfnetError(f"unknown plugin kind '{kind}'; known: {', '.join(KINDS)}")
+        return kind
+
+
+def _check_base(kind: str, name: str, obj: Any, provider: str) -> None:
+    bases = [getattr(importlib.import_module(m), c) for m, c in (b.split(":") for b in BASES.get(kind, ()))]
+    if bases and not (isinstance(obj, type) and issubclass(obj, tuple(bases))):
+        wanted = " or ".join(f"{b.__module__}.{b.__name__}" for b in bases)
+        raise TsfnetError(f"{kind} plugin '{name}' from {provider} must subclass {wanted}")
 
 
 registry = Registry()

@@ -1,4 +1,4 @@
-"""BraTS-like phantom cases from real anatomy (DESIGN §3).
+"""BraTS-like phantom cases from real anatomy.
 
 Tissue maps come from the MNI152 2009a template that nilearn ships (T1, GM, WM
 probabilities; CSF = brain mask - GM - WM). Each subject gets a smooth random

@@ -65,7 +65,7 @@ def evaluate_segmentation(
         entry = by_case.setdefault(meta["case"], {"sources": meta["sources"], "synthesised": {}})
         entry["synthesised"][names.index(meta["target"])] = pred_dir / meta["synthesis"]
     references = {c.case_id: c for c in find_input_cases(reference_dir, len(names))}
-    label_values = trained.plans.get("labels")
+    label_values = trained.plans.labels
     rows = []
     for case_id, entry in track(sorted(by_case.items()), "segmenting", enabled=progress):
         if case_id not in references:

@@ -1,5 +1,5 @@
 """What the image-level GAN baselines share: zero imputation of the missing inputs and
-the pieces the `AdversarialStage` trainer drives (generator and discriminator)."""
+the pieces the `AdversarialStage` drives (generator and discriminator)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tsfnet.batch import Batch
 from tsfnet.fusion.base import Network, expand_mask
-from tsfnet.training.batch import Batch
+from tsfnet.planning.plans import Plans, as_plans
 
 
 @dataclass
@@ -32,14 +33,14 @@ class AdversarialNetwork(Network):
     phases = ("synthesise", "generate", "discriminate")
     gan_weight = 1.0
 
-    def __init__(self, plans: dict, config: str) -> None:
+    def __init__(self, plans: Plans, config: str) -> None:
         super().__init__()
-        from tsfnet.model import input_channels
-
-        self.n_sequences = len(plans["channel_names"])
-        self.dims = 2 if config == "2d" else 3
-        self.context = input_channels(plans, config)
-        self.patch_size = list(plans["configurations"][config]["patch_size"])
+        plans = as_plans(plans)
+        configuration = plans.configuration(config)
+        self.n_sequences = plans.n_sequences
+        self.dims = configuration.dims
+        self.context = configuration.context_slices
+        self.patch_size = configuration.patch_size
 
     def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
         """Missing inputs are zero-filled (MM-GAN's imputation; images live in [-1, 1])."""

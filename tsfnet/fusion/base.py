@@ -9,7 +9,8 @@
   stages it needs.
 
 Register either with `@register("fusion", "name")` (or an entry point in the group
-`tsfnet.fusion`), and `tsfnet train --fusion name` uses it.
+`tsfnet.fusion`), and `tsfnet train --fusion name` uses it; anything else is refused
+when it registers.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class ModelOutput:
 
 
 class FeatureFusion(nn.Module):
-    """Base class. Constructor arguments come from plans["fusion"][name]."""
+    """Base class. Constructor arguments come from the plans (`Plans.fusion_options(name)`)."""
 
     def __init__(self, n_sequences: int, channels: int, dims: int = 2) -> None:
         super().__init__()
@@ -57,13 +58,18 @@ class Network(nn.Module):
     Inference encodes the sources once (`encode`) and decodes every target from that
     (`decode`); training calls `forward(..., phase=NAME)`, which runs the method of
     that name, so DistributedDataParallel sees every call. `stages` names the
-    registered `trainer` plugins that train it, in order.
+    registered `stage` plugins that train it, in order; `parameter_groups` names the
+    parts a stage may train alone (a stage with `trains` set picks groups by name).
     """
 
     stages: tuple[str, ...] = ()
     phases: tuple[str, ...] = ("synthesise",)
     n_sequences: int
     dims: int
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named parts, e.g. encoder / fusion / head; by default the whole network."""
+        return {"network": list(self.parameters())}
 
     def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
         """(B, N, Cin, *S) images -> whatever `decode` consumes."""

@@ -19,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsfnet.batch import Batch
 from tsfnet.fusion.adversarial import AdversarialNetwork, AdversarialTerms
 from tsfnet.fusion.base import ModelOutput, expand_mask, per_sample
 from tsfnet.nets.blocks import ConvNormAct, conv
 from tsfnet.nets.gan import PatchGAN
+from tsfnet.planning.plans import Plans
 from tsfnet.registry import register
-from tsfnet.training.batch import Batch
 
 
 def level_widths(base: int, levels: int) -> list[int]:
@@ -106,7 +107,7 @@ class HiNet(AdversarialNetwork):
 
     def __init__(
         self,
-        plans: dict,
+        plans: Plans,
         config: str,
         base_channels: int = 32,
         levels: int = 3,

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import torch
 
+from tsfnet.batch import Batch
 from tsfnet.fusion.adversarial import AdversarialNetwork, AdversarialTerms
 from tsfnet.fusion.base import ModelOutput, expand_mask, per_sample
 from tsfnet.nets.gan import PatchGAN, UNet
+from tsfnet.planning.plans import Plans
 from tsfnet.registry import register
-from tsfnet.training.batch import Batch
 
 
 def present(batch: Batch) -> torch.Tensor:
@@ -35,7 +36,7 @@ class MMGAN(AdversarialNetwork):
 
     def __init__(
         self,
-        plans: dict,
+        plans: Plans,
         config: str,
         base_channels: int = 64,
         levels: int = 4,

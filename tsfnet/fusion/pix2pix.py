@@ -15,11 +15,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tsfnet.batch import Batch
 from tsfnet.fusion.adversarial import AdversarialNetwork, AdversarialTerms
 from tsfnet.fusion.base import ModelOutput, per_sample
 from tsfnet.nets.gan import PatchGAN, UNet
+from tsfnet.planning.plans import Plans
 from tsfnet.registry import register
-from tsfnet.training.batch import Batch
 
 
 def by_group(modules: nn.ModuleList, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,7 @@ class Pix2Pix(AdversarialNetwork):
 
     def __init__(
         self,
-        plans: dict,
+        plans: Plans,
         config: str,
         base_channels: int = 32,
         levels: int = 4,

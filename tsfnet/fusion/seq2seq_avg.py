@@ -8,12 +8,13 @@ import torch
 
 from tsfnet.fusion.base import ModelOutput, per_sample
 from tsfnet.model import Seq2SeqCore
+from tsfnet.planning.plans import Plans
 from tsfnet.registry import register
 
 
 @register("fusion", "seq2seq-avg")
 class Seq2SeqAverage(Seq2SeqCore):
-    def __init__(self, plans: dict, config: str) -> None:
+    def __init__(self, plans: Plans, config: str) -> None:
         super().__init__(plans, config, "synthesis")
         self.stages = ("pretrain",)
 

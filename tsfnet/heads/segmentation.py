@@ -12,6 +12,7 @@ from tsfnet.registry import register
 @register("head", "segmentation")
 class SegmentationHead(nn.Module):
     conditioned_on_target = False
+    stages = ("segment",)  # the registered stages that train a model with this head, in order
 
     def __init__(self, network: dict, n_sequences: int, dims: int = 2, n_labels: int = 4) -> None:
         super().__init__()

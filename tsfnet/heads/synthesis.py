@@ -12,6 +12,7 @@ from tsfnet.registry import register
 @register("head", "synthesis")
 class SynthesisHead(nn.Module):
     conditioned_on_target = True
+    stages = ("pretrain", "finetune")  # the registered stages that train a model with this head, in order
 
     def __init__(self, network: dict, n_sequences: int, dims: int = 2, n_labels: int = 0) -> None:
         super().__init__()

@@ -1,4 +1,8 @@
-"""Load a trained model folder (plans.json, model.json, checkpoint_*.pt)."""
+"""Load a trained model folder (plans.json, model.json, checkpoint_*.pt).
+
+The folder's plans.json is a copy of the plans it was trained with; model.json names
+them ("plans"; folders from before plans had names lack it and mean the default).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +16,15 @@ from tsfnet.atomic import read_json
 from tsfnet.devices import inference_batch_size, inference_precision
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.inference.engine import TaskPrediction, predict_targets
-from tsfnet.model import Network, build_model, input_channels
-from tsfnet.planning.plans import load_plans
+from tsfnet.model import Network, build_model
+from tsfnet.planning.plans import DEFAULT_PLANS, Configuration, Plans
 from tsfnet.training.checkpoint import load_checkpoint
 
 
 @dataclass
 class TrainedModel:
     folder: Path
-    plans: dict
+    plans: Plans
     settings: dict
     model: Network
     device: torch.device
@@ -29,15 +33,19 @@ class TrainedModel:
 
     @property
     def channel_names(self) -> list[str]:
-        return self.plans["channel_names"]
+        return self.plans.channel_names
+
+    @property
+    def configuration(self) -> Configuration:
+        return self.plans.configuration(self.settings["config"])
 
     @property
     def context(self) -> int:
-        return input_channels(self.plans, self.settings["config"])
+        return self.configuration.context_slices
 
     @property
     def patch_size(self) -> list[int] | None:
-        return self.plans["configurations"][self.settings["config"]]["patch_size"] if self.model.dims == 3 else None
+        return self.configuration.patch_size if self.model.dims == 3 else None
 
     @property
     def folds(self) -> list[int | str]:
@@ -80,8 +88,8 @@ def load_model_folder(
     for name in ("plans.json", "model.json"):
         if not (folder / name).is_file():
             raise InputError(folder / name, "missing: not a tsfnet model folder (see tsfnet train)")
-    plans = load_plans(folder / "plans.json")
     settings = read_json(folder / "model.json")
+    plans = Plans.load(folder / "plans.json", settings.get("plans", DEFAULT_PLANS))
     path = folder / f"checkpoint_{checkpoint}.pt"
     if not path.is_file():
         path = folder / "checkpoint_latest.pt"

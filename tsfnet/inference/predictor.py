@@ -139,7 +139,7 @@ def predict_case(
         files = outputs[target]
         image = result.synthesis
         if intensity == "reference":
-            lo, hi = trained.plans["intensity_reference"][names[target]]
+            lo, hi = trained.plans.intensity_reference[names[target]]
             image = np.where(image > BACKGROUND, denormalize(image, lo, hi), 0.0)
         if result.tsem is not None:
             write_volume(files["tsem"], result.tsem, volumes.geometry, overwrite=True)
@@ -158,7 +158,7 @@ def predict_case(
                 "intensity": intensity,
                 "precision": trained.precision,
                 "folds": trained.folds,
-                "normalization": trained.plans["normalization"],
+                "normalization": trained.plans.normalization,
                 "synthesis": files["synthesis"].name,
             },
         )

@@ -1,4 +1,8 @@
-"""`tsfnet plan`: fingerprint a raw dataset and write plans next to its preprocessed store."""
+"""`tsfnet plan`: fingerprint a raw dataset and write plans next to its preprocessed store.
+
+The planned plans are `plans.json`; a preset is applied on top of them and written beside
+them as `plans_<preset>.json`, so both can be trained and compared on one dataset.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,11 @@ from pathlib import Path
 from tsfnet.atomic import write_json
 from tsfnet.data.dataset import RawDataset
 from tsfnet.planning.fingerprint import compute_fingerprint
-from tsfnet.planning.plans import apply_preset, save_plans
+from tsfnet.planning.plans import DEFAULT_PLANS, apply_preset, plans_identifier, plans_path, save_plans
 from tsfnet.registry import registry
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
-PLANS_FILE = "plans.json"
+PLANS_FILE = f"{DEFAULT_PLANS}.json"
 
 
 def default_store(raw_dir: Path) -> Path:
@@ -36,8 +40,14 @@ def plan(
     fingerprint = compute_fingerprint(dataset, workers, progress)
     write_json(store / FINGERPRINT_FILE, fingerprint)
     plans = registry.get("planner", planner)(fingerprint, gpu_memory_gb=gpu_memory_gb, budget=budget)
-    if preset:
-        plans = apply_preset(plans, preset)
     plans["raw_path"] = str(Path(raw_dir).resolve())
     save_plans(plans, store / PLANS_FILE)
+    if preset:
+        plans = apply_preset(plans, preset)
+        save_plans(plans, plans_path(store, plans_name(plans)))
     return store, plans
+
+
+def plans_name(plans: dict) -> str:
+    """The name `tsfnet plan` stores plans under: `plans`, or `plans_<preset>` for a preset."""
+    return plans_identifier(plans.get("preset"))

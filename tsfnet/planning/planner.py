@@ -1,4 +1,4 @@
-"""Derive plans from a fingerprint (DESIGN §4). Registered, so users can add their own."""
+"""Derive plans from a fingerprint. Registered, so users can add their own."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from tsfnet.errors import TsfnetError
 from tsfnet.planning.memory import estimate_gb
 from tsfnet.planning.plans import SCHEMA_VERSION, total_stride, validate_plans
-from tsfnet.registry import register
+from tsfnet.registry import register, registry
 
 MAX_BATCH = 64
 BUDGETS = ("gpu", "cpu")
@@ -19,7 +19,7 @@ CPU_PATCH = 96
 CPU_BATCH = 8
 CPU_WIDTH = 32
 CPU_RESIDUAL_BLOCKS = 3
-CPU_STEPS = {"pretrain": 4000, "finetune": 2000, "mmgan": 4000, "hinet": 4000, "pix2pix": 4000}
+CPU_STEP_FRACTION = 0.2  # of every stage's own budget: 20,000 + 10,000 steps become 4,000 + 2,000
 
 
 def round_up(value: float, multiple: int) -> int:
@@ -74,7 +74,9 @@ def patch_3d(crop: list[int], network: dict, budget_gb: float, stride: int) -> l
 
 
 def default_training() -> dict:
-    return {
+    """Run-wide settings, then training.<stage> for every registered stage: the budget the
+    stage declares (its `defaults`), so a plugin's stage is planned like a built-in one."""
+    training = {
         "seed": 0,
         "val_every": 250,
         "num_workers": 2,
@@ -82,13 +84,11 @@ def default_training() -> dict:
         # One task per batch, as the authors train: dense HyperConvs (benchmarks/train_speed.py).
         "task_sampling": "per_batch",
         "loss": {"reconstruction": "l1", "rec_weight": 10.0, "perceptual_weight": 0.01},
-        "pretrain": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
-        "finetune": {"steps": 10000, "lr": 1e-4, "schedule": "poly"},
-        # The baselines' own stages, with their papers' Adam 2e-4.
-        "mmgan": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
-        "hinet": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
-        "pix2pix": {"steps": 20000, "lr": 2e-4, "schedule": "constant"},
     }
+    for name, stage in registry.items("stage"):
+        if getattr(stage, "defaults", None):
+            training[name] = dict(stage.defaults)
+    return training
 
 
 def resolve_budget(budget: str) -> str:
@@ -104,8 +104,9 @@ def resolve_budget(budget: str) -> str:
 
 def cpu_training() -> dict:
     training = default_training()
-    for stage, steps in CPU_STEPS.items():
-        training[stage]["steps"] = steps
+    for section in training.values():
+        if isinstance(section, dict) and "steps" in section:
+            section["steps"] = max(1, round(section["steps"] * CPU_STEP_FRACTION))
     return training
 
 

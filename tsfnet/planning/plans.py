@@ -1,18 +1,27 @@
 """The plans file: plain JSON, schema-versioned, validated on load, stable key order.
 
-Every number the trainer, predictor or network uses lives here, so changing steps,
-learning rate or widths never means editing code.
+Every number the runner, predictor or network uses lives here, so changing steps,
+learning rate or widths never means editing code. Code reads plans through the typed
+view `Plans` (`plans.configuration("2d").patch_size`, `plans.training_for(stage)`,
+`plans.fusion_options(name)`); the file itself stays plain JSON.
+
+A store holds several plans side by side: `plans.json` (the planned default, named
+`plans`) and `plans_<name>.json` for a preset or a hand-made variant (named
+`plans_<name>`); `--plans NAME` picks one.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tsfnet.atomic import read_json, write_json
-from tsfnet.errors import InputError
+from tsfnet.errors import InputError, TsfnetError
 from tsfnet.tasks import TASK_SAMPLING
+
+DEFAULT_PLANS = "plans"
 
 SCHEMA_VERSION = 1
 NUMBER = (int, float)
@@ -88,6 +97,10 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
         raise InputError(path, "'configurations' is empty")
     for name, config in plans["configurations"].items():
         _check(config, CONFIGURATION_SCHEMA, f"configurations.{name}", path)
+        if not config["patch_size"] or not all(_positive_int(v) for v in config["patch_size"]):
+            raise InputError(path, f"'configurations.{name}.patch_size' must be positive integers")
+    if not all(_positive_int(v) for v in plans["network"]["strides"]):
+        raise InputError(path, f"'network.strides' must be positive integers, got {plans['network']['strides']}")
     sampling = plans["training"].get("task_sampling", "per_sample")  # plans older than the option: per sample
     if sampling not in TASK_SAMPLING:
         raise InputError(path, f"'training.task_sampling' must be {' or '.join(TASK_SAMPLING)}, got {sampling!r}")
@@ -98,6 +111,10 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
                 path, f"configurations.{name}.patch_size {config['patch_size']} not a multiple of {stride}"
             )
     return plans
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def total_stride(plans: dict) -> int:
@@ -157,3 +174,188 @@ def apply_preset(plans: dict, name_or_path: str) -> dict:
         merged["normalization"] = copy.deepcopy(overrides["normalization"])
     merged["preset"] = path.stem
     return validate_plans(merged, path)
+
+
+# ---- names ---------------------------------------------------------------------------------
+
+
+def plans_identifier(name: str | None) -> str:
+    """`--plans NAME` -> the plans' identifier (its file stem): None or 'plans' -> 'plans',
+    'brats2021_paper' or 'plans_brats2021_paper' -> 'plans_brats2021_paper'."""
+    if not name or name == DEFAULT_PLANS:
+        return DEFAULT_PLANS
+    if "/" in name or "\\" in name or "__" in name or name.startswith("."):
+        raise TsfnetError(f"--plans '{name}' is not a plans name (letters, digits, '-' and '_'; no '__')")
+    return name if name.startswith(f"{DEFAULT_PLANS}_") else f"{DEFAULT_PLANS}_{name}"
+
+
+def plans_path(store: Path, name: str | None = None) -> Path:
+    """Where the plans named `name` live in a preprocessed store."""
+    return Path(store) / f"{plans_identifier(name)}.json"
+
+
+def read_plans(store: Path, name: str | None = None) -> Plans:
+    """The typed view of a store's plans `name` (validated)."""
+    path = plans_path(store, name)
+    if not path.is_file():
+        hint = "run tsfnet plan first" if plans_identifier(name) == DEFAULT_PLANS else "see tsfnet plan --preset"
+        raise InputError(path, f"plans not found ({hint})")
+    return Plans(load_plans(path), plans_identifier(name), path)
+
+
+# ---- the typed view ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One entry of plans["configurations"]: what a 2d or 3d model trains and predicts on."""
+
+    name: str
+    patch_size: list[int]
+    batch_size: int
+    context_slices: int  # adjacent slices seen as channels (2.5D); always 1 in 3D
+
+    @property
+    def dims(self) -> int:
+        return 2 if self.name == "2d" else 3
+
+
+@dataclass(frozen=True)
+class StageTraining:
+    """A stage's budget and loss, from plans["training"][stage] (or the stage's own defaults)."""
+
+    steps: int
+    lr: float
+    schedule: str  # constant or poly
+    batch_size: int | None  # None: the configuration's
+    reconstruction: str  # registered loss: training.loss.<stage>_reconstruction, else .reconstruction
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    seed: int
+    val_every: int
+    num_workers: int
+    augment: bool
+    task_sampling: str
+    rec_weight: float
+    perceptual_weight: float
+
+
+@dataclass(frozen=True)
+class Plans:
+    """A read-only view of plans: `raw` is the JSON object (never modified here), `name` its
+    identifier (`plans`, `plans_<name>`), `path` the file it came from, if any."""
+
+    raw: dict = field(repr=False)
+    name: str = DEFAULT_PLANS
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: Path, name: str | None = None) -> Plans:
+        path = Path(path)
+        return cls(load_plans(path), name or DEFAULT_PLANS, path)
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self.raw["channel_names"])
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.raw["channel_names"])
+
+    @property
+    def labels(self) -> dict[str, int]:
+        return dict(self.raw.get("labels", {}))
+
+    @property
+    def label_classes(self) -> int:
+        """Classes = largest label value + 1 (BraTS 2021 labels ET as 4, so it has 5)."""
+        values = [int(v) for v in self.labels.values()]
+        return max(2, max(values, default=1) + 1)
+
+    @property
+    def network(self) -> dict:
+        return self.raw["network"]
+
+    @property
+    def total_stride(self) -> int:
+        return total_stride(self.raw)
+
+    @property
+    def target_spacing(self) -> list[float]:
+        return list(self.raw["target_spacing"])
+
+    @property
+    def crop_size(self) -> list[int]:
+        return list(self.raw["crop_size"])
+
+    @property
+    def normalization(self) -> dict:
+        return self.raw["normalization"]
+
+    @property
+    def intensity_reference(self) -> dict[str, list[float]]:
+        return self.raw["intensity_reference"]
+
+    @property
+    def raw_path(self) -> Path | None:
+        """The raw dataset the plans were made from (recorded by tsfnet plan)."""
+        return Path(self.raw["raw_path"]) if "raw_path" in self.raw else None
+
+    @property
+    def configurations(self) -> list[str]:
+        return list(self.raw["configurations"])
+
+    def configuration(self, name: str) -> Configuration:
+        if name not in self.raw["configurations"]:
+            raise TsfnetError(f"unknown configuration '{name}'; plans have {', '.join(self.raw['configurations'])}")
+        config = self.raw["configurations"][name]
+        context = int(config.get("context_slices", 1)) if name == "2d" else 1
+        return Configuration(name, list(config["patch_size"]), int(config["batch_size"]), context)
+
+    def fusion_options(self, name: str) -> dict:
+        """Constructor options of fusion `name` (plans["fusion"][name]), as keyword arguments."""
+        return copy.deepcopy(self.raw["fusion"].get(name, {}))
+
+    @property
+    def training(self) -> TrainingSettings:
+        training, loss = self.raw["training"], self.raw["training"]["loss"]
+        return TrainingSettings(
+            seed=int(training["seed"]),
+            val_every=int(training["val_every"]),
+            num_workers=int(training["num_workers"]),
+            augment=bool(training["augment"]),
+            task_sampling=training.get("task_sampling", "per_sample"),  # plans older than the option
+            rec_weight=float(loss["rec_weight"]),
+            perceptual_weight=float(loss["perceptual_weight"]),
+        )
+
+    def training_for(self, stage: Any) -> StageTraining:
+        """The settings of a stage (anything with `name` and `defaults`): plans' own
+        training.<name> section, else the defaults the stage declares; never another stage's."""
+        training = self.raw["training"]
+        section = training.get(stage.name)
+        if section is None:
+            section = dict(getattr(stage, "defaults", None) or {})
+        where = f"{self.path or self.name}: training.{stage.name}"
+        if not section:
+            raise TsfnetError(f"{where} is missing and stage '{stage.name}' declares no defaults; add it to the plans")
+        for key, expected in (("steps", int), ("lr", NUMBER)):
+            if not isinstance(section.get(key), expected) or isinstance(section.get(key), bool):
+                raise TsfnetError(f"{where}.{key} must be {_type_name(expected)}, got {section.get(key)!r}")
+        loss = training["loss"]
+        batch = section.get("batch_size")
+        return StageTraining(
+            steps=int(section["steps"]),
+            lr=float(section["lr"]),
+            schedule=section.get("schedule", "constant"),
+            batch_size=int(batch) if batch is not None else None,
+            reconstruction=loss.get(f"{stage.name}_reconstruction", loss["reconstruction"]),
+        )
+
+
+def as_plans(plans: Plans | dict) -> Plans:
+    """The typed view of `plans` (a dict is wrapped as it is, unvalidated, as tests and
+    benchmarks build partial ones)."""
+    return plans if isinstance(plans, Plans) else Plans(plans)

@@ -4,6 +4,10 @@ Steps: reorder the voxels to RAS (so the storage orientation does not matter), c
 the brain box, resample to the target spacing, normalise each channel inside the brain,
 then centre-crop/pad to the plans' crop size. The properties keep everything needed to
 invert the steps exactly.
+
+A store keeps the cases of its default plans in `cases/`; a plans variant
+(`plans_<name>.json`) shares them when it preprocesses alike (same `plans_signature` as
+`plans.json`), else gets its own `cases_<name>/` (see `cases_folder`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tsfnet.data.volume_io import Geometry
 from tsfnet.errors import InputError
 from tsfnet.parallel import parallel_map
 from tsfnet.planning.fingerprint import brain_bbox
+from tsfnet.planning.plans import DEFAULT_PLANS, Plans, as_plans, load_plans, plans_path
 from tsfnet.preprocessing import geometry as geo
 from tsfnet.preprocessing.array_file import SUFFIX, read_arrays, write_arrays
 from tsfnet.preprocessing.normalization import BACKGROUND, normalize
@@ -39,17 +44,24 @@ class PreprocessedCase:
     properties: dict
 
 
-def plans_signature(plans: dict) -> str:
+def plans_signature(plans: Plans | dict) -> str:
     """Hash of the plans fields that change preprocessed data, and of the voxel order (cases
     preprocessed before they were reoriented to RAS are stale)."""
-    relevant = {k: plans[k] for k in ("channel_names", "target_spacing", "crop_size", "normalization")}
-    relevant["voxel_order"] = "RAS"
+    plans = as_plans(plans)
+    relevant = {
+        "channel_names": plans.channel_names,
+        "target_spacing": plans.target_spacing,
+        "crop_size": plans.crop_size,
+        "normalization": plans.normalization,
+        "voxel_order": "RAS",
+    }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def preprocess_volumes(volumes: CaseVolumes, plans: dict) -> PreprocessedCase:
+def preprocess_volumes(volumes: CaseVolumes, plans: Plans | dict) -> PreprocessedCase:
     """The network's view of a case: RAS voxel order, then crop, resample, normalise."""
-    names = plans["channel_names"]
+    plans = as_plans(plans)
+    names = plans.channel_names
     stored = volumes.geometry
     volumes = volumes.canonical()
     geometry = volumes.geometry
@@ -58,8 +70,8 @@ def preprocess_volumes(volumes: CaseVolumes, plans: dict) -> PreprocessedCase:
         raise InputError(volumes.case_id, "all channels are zero: no brain voxels")
     bbox = brain_bbox(full_mask)
     bbox_shape = tuple(hi - lo for lo, hi in bbox)
-    target_shape = geo.resampled_shape(bbox_shape, geometry.spacing, plans["target_spacing"])
-    crop = plans["crop_size"]
+    target_shape = geo.resampled_shape(bbox_shape, geometry.spacing, plans.target_spacing)
+    crop = plans.crop_size
     offsets = geo.centre_offsets(target_shape, crop)
 
     region_mask = geo.resize(geo.crop_to_bbox(full_mask.view(np.uint8), bbox), target_shape, True) > 0
@@ -67,7 +79,7 @@ def preprocess_volumes(volumes: CaseVolumes, plans: dict) -> PreprocessedCase:
     images, used = {}, {}
     for index, image in volumes.images.items():
         region = geo.resize(geo.crop_to_bbox(image, bbox), target_shape)
-        normalised, used[names[index]] = normalize(region, region_mask, plans["normalization"], volume=image)
+        normalised, used[names[index]] = normalize(region, region_mask, plans.normalization, volume=image)
         images[names[index]] = geo.crop_or_pad(normalised, crop, offsets, BACKGROUND)
     label = None
     if volumes.label is not None:
@@ -98,9 +110,19 @@ def restore_geometry(volume: np.ndarray, properties: dict, fill: float, nearest:
 # ---- the store -------------------------------------------------------------------------------
 
 
-def case_paths(store: Path, case_id: str) -> tuple[Path, Path]:
-    folder = Path(store) / CASES_FOLDER
-    return folder / f"{case_id}{SUFFIX}", folder / f"{case_id}.json"
+def cases_folder(store: Path, plans: Plans) -> str:
+    """The store's folder for the cases of `plans`: `cases` for the default plans and for a
+    variant that preprocesses as `plans.json` does, else `cases_<name>` (`plans_<name>.json`)."""
+    if plans.name != DEFAULT_PLANS:
+        default = plans_path(store)
+        if not default.is_file() or plans_signature(load_plans(default)) != plans_signature(plans):
+            return f"{CASES_FOLDER}_{plans.name.removeprefix(DEFAULT_PLANS + '_')}"
+    return CASES_FOLDER
+
+
+def case_paths(store: Path, case_id: str, folder: str = CASES_FOLDER) -> tuple[Path, Path]:
+    cases = Path(store) / folder
+    return cases / f"{case_id}{SUFFIX}", cases / f"{case_id}.json"
 
 
 def source_signature(case: RawCase) -> dict[str, list[int]]:
@@ -108,8 +130,8 @@ def source_signature(case: RawCase) -> dict[str, list[int]]:
     return {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
 
 
-def is_up_to_date(store: Path, case: RawCase, plans: dict) -> bool:
-    arrays, props = case_paths(store, case.case_id)
+def is_up_to_date(store: Path, case: RawCase, plans: Plans | dict, folder: str = CASES_FOLDER) -> bool:
+    arrays, props = case_paths(store, case.case_id, folder)
     if not (arrays.is_file() and props.is_file()):
         return False
     try:
@@ -119,9 +141,9 @@ def is_up_to_date(store: Path, case: RawCase, plans: dict) -> bool:
     return saved.get("plans_signature") == plans_signature(plans) and saved.get("source") == source_signature(case)
 
 
-def save_case(store: Path, case: PreprocessedCase, source: dict) -> None:
+def save_case(store: Path, case: PreprocessedCase, source: dict, folder: str = CASES_FOLDER) -> None:
     """Arrays first, properties last: a case counts only once its properties exist."""
-    arrays_path, props_path = case_paths(store, case.case_id)
+    arrays_path, props_path = case_paths(store, case.case_id, folder)
     arrays = {f"image_{k}": v.astype(np.float32) for k, v in case.images.items()}
     arrays["mask"] = case.mask
     if case.label is not None:
@@ -131,8 +153,8 @@ def save_case(store: Path, case: PreprocessedCase, source: dict) -> None:
     write_json(props_path, {**case.properties, "source": source})
 
 
-def load_preprocessed(store: Path, case_id: str) -> PreprocessedCase:
-    arrays_path, props_path = case_paths(store, case_id)
+def load_preprocessed(store: Path, case_id: str, folder: str = CASES_FOLDER) -> PreprocessedCase:
+    arrays_path, props_path = case_paths(store, case_id, folder)
     properties = read_json(props_path)
     try:
         arrays = read_arrays(arrays_path)
@@ -143,35 +165,39 @@ def load_preprocessed(store: Path, case_id: str) -> PreprocessedCase:
     return PreprocessedCase(case_id, images, mask, arrays.get("label"), properties)
 
 
-def list_preprocessed(store: Path) -> list[str]:
-    folder = Path(store) / CASES_FOLDER
-    if not folder.is_dir():
-        raise InputError(store, "no preprocessed cases (run tsfnet plan --preprocess first)")
-    ids = sorted(p.stem for p in folder.glob("*.json") if (folder / f"{p.stem}{SUFFIX}").is_file())
+def list_preprocessed(store: Path, folder: str = CASES_FOLDER) -> list[str]:
+    cases = Path(store) / folder
+    hint = "" if folder == CASES_FOLDER else " for these plans (tsfnet preprocess --plans NAME)"
+    if not cases.is_dir():
+        raise InputError(store, f"no preprocessed cases{hint} (run tsfnet plan --preprocess first)")
+    ids = sorted(p.stem for p in cases.glob("*.json") if (cases / f"{p.stem}{SUFFIX}").is_file())
     if not ids:
-        raise InputError(folder, "no preprocessed cases (run tsfnet preprocess first)")
+        raise InputError(cases, f"no preprocessed cases{hint} (run tsfnet preprocess first)")
     return ids
 
 
-def _preprocess_one(case: RawCase, store: Path, plans: dict, overwrite: bool) -> str:
-    if not overwrite and is_up_to_date(store, case, plans):
+def _preprocess_one(case: RawCase, store: Path, plans: Plans, overwrite: bool, folder: str) -> str:
+    if not overwrite and is_up_to_date(store, case, plans, folder):
         return "skipped"
     volumes = load_case(case, with_label=True)
-    save_case(store, preprocess_volumes(volumes, plans), source_signature(case))
+    save_case(store, preprocess_volumes(volumes, plans), source_signature(case), folder)
     return "done"
 
 
 def preprocess_dataset(
     dataset: RawDataset,
     store: Path,
-    plans: dict,
+    plans: Plans | dict,
     overwrite: bool = False,
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, int]:
-    """Preprocess every case; up-to-date cases are skipped unless `overwrite`."""
-    (Path(store) / CASES_FOLDER).mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(Path(store) / CASES_FOLDER)
-    job = partial(_preprocess_one, store=Path(store), plans=plans, overwrite=overwrite)
+    """Preprocess every case into the plans' cases folder (`cases_folder`); up-to-date cases
+    are skipped unless `overwrite`."""
+    plans = as_plans(plans)
+    folder = cases_folder(store, plans)
+    (Path(store) / folder).mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(Path(store) / folder)
+    job = partial(_preprocess_one, store=Path(store), plans=plans, overwrite=overwrite, folder=folder)
     outcomes = parallel_map(job, dataset.cases, "preprocessing", workers, progress)
     return {"done": outcomes.count("done"), "skipped": outcomes.count("skipped")}

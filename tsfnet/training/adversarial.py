@@ -5,13 +5,15 @@ this module only optimises them."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
+from tsfnet.batch import Batch
 from tsfnet.devices import autocast
 from tsfnet.fusion.adversarial import AdversarialNetwork
 from tsfnet.registry import register
-from tsfnet.training.batch import Batch
 from tsfnet.training.stages import Stage
 
 BETAS = (0.5, 0.999)
@@ -29,6 +31,7 @@ def least_squares(scores: torch.Tensor, label: torch.Tensor | float, weight: tor
 
 class AdversarialStage(Stage):
     uses_criterion = False  # the network weighs its own reconstruction terms
+    defaults: ClassVar[dict] = {"steps": 20000, "lr": 2e-4, "schedule": "constant"}  # the papers' Adam 2e-4
 
     def optimizers(self, model: AdversarialNetwork, lr: float) -> dict[str, torch.optim.Optimizer]:
         self.prepare(model)  # trains every parameter
@@ -66,17 +69,16 @@ class AdversarialStage(Stage):
         return g_loss.detach()
 
 
-@register("trainer", "mmgan")
+@register("stage", "mmgan")
 class MMGANStage(AdversarialStage):
-    name = "mmgan"
+    """MM-GAN's own stage."""
 
 
-@register("trainer", "hinet")
+@register("stage", "hinet")
 class HiNetStage(AdversarialStage):
-    name = "hinet"
+    """Hi-Net's own stage."""
 
 
-@register("trainer", "pix2pix")
+@register("stage", "pix2pix")
 class Pix2PixStage(AdversarialStage):
-    name = "pix2pix"
     sampling = "pairs"

@@ -16,6 +16,11 @@ from tsfnet.errors import InputError
 FORMAT = 1
 
 
+def stage_checkpoint(folder: Path, stage: str) -> Path:
+    """Where a model folder keeps the weights stage `stage` ended with."""
+    return Path(folder) / f"checkpoint_{stage}.pt"
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
     return write_atomic(Path(path), lambda tmp: torch.save({"format": FORMAT, **state}, tmp), overwrite=True)
 

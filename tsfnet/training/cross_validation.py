@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tsfnet.preprocessing.pipeline import list_preprocessed
 from tsfnet.training.folds import is_finished
-from tsfnet.training.runner import Trainer, TrainOptions, TrainResult
+from tsfnet.training.runner import Runner, TrainOptions, TrainResult
 from tsfnet.training.splits import N_FOLDS, fold_cases
 
 log = logging.getLogger("tsfnet")
@@ -26,7 +26,7 @@ def train_folds(options: TrainOptions) -> list[TrainResult]:
         fold_cases(store, case_ids, fold)
     results = []
     for fold in range(N_FOLDS):
-        trainer = Trainer(replace(options, fold=fold, resume=False))
+        trainer = Runner(replace(options, fold=fold, resume=False))
         if options.resume and is_finished(trainer.model_dir):
             log.info("fold %d: finished, skipped (%s)", fold, trainer.model_dir)
             continue

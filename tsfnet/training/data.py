@@ -21,26 +21,41 @@ from batchgenerators.dataloading.single_threaded_augmenter import SingleThreaded
 from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform_2
 
-from tsfnet.preprocessing.pipeline import load_preprocessed
+from tsfnet.batch import Batch
+from tsfnet.preprocessing.pipeline import CASES_FOLDER, load_preprocessed
 from tsfnet.tasks import SAMPLERS, TASK_SAMPLING
-from tsfnet.training.batch import Batch
 
 BRAIN_SLICE_PROBABILITY = 0.9
 
 
 class CaseStore:
-    """Preprocessed cases as memory-mapped .npy arrays, unpacked once from the compressed case files."""
+    """Preprocessed cases as memory-mapped .npy arrays, unpacked from the compressed case files
+    by an explicit `unpack()` (once per case: later runs reuse the arrays). `folder` is the
+    plans' cases folder (`cases`, `cases_<name>`); its arrays go to `unpacked`, `unpacked_<name>`."""
 
-    def __init__(self, store: Path, case_ids: list[str], channel_names: list[str]) -> None:
+    def __init__(self, store: Path, case_ids: list[str], channel_names: list[str], folder: str = CASES_FOLDER) -> None:
         self.store, self.case_ids, self.channel_names = Path(store), list(case_ids), list(channel_names)
-        self.unpacked = self.store / "unpacked"
-        self.available = {c: self._unpack(c) for c in self.case_ids}
+        self.folder = folder
+        self.unpacked = self.store / ("unpacked" + folder.removeprefix(CASES_FOLDER))
+        self._available: dict[str, list[int]] | None = None
+
+    @property
+    def available(self) -> dict[str, list[int]]:
+        """Case id -> the channel indices it has."""
+        if self._available is None:
+            raise RuntimeError("CaseStore.unpack() first")
+        return self._available
+
+    def unpack(self) -> CaseStore:
+        """Write each case's arrays as .npy files (skipping cases already unpacked)."""
+        self._available = {c: self._unpack(c) for c in self.case_ids}
+        return self
 
     def _unpack(self, case_id: str) -> list[int]:
         marker = self.unpacked / f"{case_id}.done"
         if not marker.is_file():
             self.unpacked.mkdir(parents=True, exist_ok=True)
-            case = load_preprocessed(self.store, case_id)
+            case = load_preprocessed(self.store, case_id, self.folder)
             arrays = {**{f"image_{k}": v for k, v in case.images.items()}, "mask": case.mask.astype(np.uint8)}
             if case.label is not None:
                 arrays["label"] = case.label

@@ -86,7 +86,7 @@ def build_perceptual(explicit: Path | None, weight: float) -> PerceptualLoss | N
 
 
 class SynthesisCriterion(nn.Module):
-    """λr · reconstruction + λp · perceptual (DESIGN §1: λr = 10, λp = 0.01)."""
+    """λr · reconstruction + λp · perceptual (the paper: λr = 10, λp = 0.01)."""
 
     def __init__(
         self,

@@ -2,8 +2,10 @@
 
 It owns the device, bf16 autocast on CUDA, optional torch.compile, DDP under
 torchrun, the step loop with a progress bar, validation, logging, progress.png and
-atomic checkpoints. Stages (tsfnet.training.stages) say what is trained and how the
-loss is computed; options and plans say for how long and how fast.
+atomic checkpoints. Stages (tsfnet.training.stages) say what is trained, how the
+loss is computed, what a stage starts from and how it is validated; options and plans
+(through the typed view `Plans`) say for how long and how fast. The runner never asks
+which stage or plugin it runs.
 """
 
 from __future__ import annotations
@@ -24,12 +26,12 @@ from torch import nn
 from tsfnet.atomic import remove_stale_temporaries, write_json
 from tsfnet.devices import PRECISIONS, resolve_device
 from tsfnet.errors import TrainingInterrupted, TsfnetError
-from tsfnet.model import Network, build_model, input_channels
-from tsfnet.planning.plans import load_plans
-from tsfnet.preprocessing.pipeline import list_preprocessed
+from tsfnet.model import Network, build_model
+from tsfnet.planning.plans import DEFAULT_PLANS, StageTraining, read_plans
+from tsfnet.preprocessing.pipeline import cases_folder, list_preprocessed
 from tsfnet.progress import make_progress
 from tsfnet.registry import registry
-from tsfnet.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from tsfnet.training.checkpoint import load_checkpoint, restore_rng, rng_state, save_checkpoint, stage_checkpoint
 from tsfnet.training.data import CaseStore, TaskBatchLoader, batch_iterator, to_batch
 from tsfnet.training.interrupt import StopRequests
 from tsfnet.training.losses import SynthesisCriterion, build_perceptual
@@ -40,13 +42,15 @@ from tsfnet.training.validation import validate
 
 log = logging.getLogger("tsfnet")
 LOG_EVERY = 10
+DEFAULT_HEAD = "synthesis"  # its model folders carry no head suffix
 
 
 @dataclass
 class TrainOptions:
     store: Path
     fusion: str = "tsf"
-    head: str = "synthesis"
+    plans: str = DEFAULT_PLANS  # plans.json, or NAME for plans_NAME.json
+    head: str = DEFAULT_HEAD
     config: str = "2d"
     fold: int | str = 0
     stage: str = "all"
@@ -72,9 +76,12 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def model_dir_for(output: Path, fusion: str, config: str, fold: int | str, head: str = "synthesis") -> Path:
-    """RESULTS/<fusion>__<config>/fold_K; other heads get their own folder (<fusion>__<config>__<head>)."""
-    name = f"{fusion}__{config}" if head == "synthesis" else f"{fusion}__{config}__{head}"
+def model_dir_for(
+    output: Path, fusion: str, plans: str, config: str, fold: int | str, head: str = DEFAULT_HEAD
+) -> Path:
+    """RESULTS/<fusion>__<plans>__<config>/fold_K (nnU-Net's trainer__plans__config); other
+    heads get their own folder (<fusion>__<plans>__<config>__<head>)."""
+    name = f"{fusion}__{plans}__{config}" + ("" if head == DEFAULT_HEAD else f"__{head}")
     return Path(output) / name / f"fold_{fold}"
 
 
@@ -112,13 +119,13 @@ class Distributed:
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
-class Trainer:
+class Runner:
     def __init__(self, options: TrainOptions) -> None:
         self.options = options
         store = Path(options.store)
-        self.plans = load_plans(store / "plans.json")
-        self.training = self.plans["training"]
-        self.seed = options.seed if options.seed is not None else int(self.training["seed"])
+        self.plans = read_plans(store, options.plans)
+        self.training = self.plans.training
+        self.seed = options.seed if options.seed is not None else self.training.seed
         if options.precision not in PRECISIONS:
             raise TsfnetError(f"unknown --precision '{options.precision}'; use {' or '.join(PRECISIONS)}")
         self.device = resolve_device(options.device)
@@ -128,16 +135,20 @@ class Trainer:
         # Mixed precision trains on CUDA only: CPU training stays in full precision.
         self.precision = options.precision if self.device.type == "cuda" else "fp32"
         torch.manual_seed(self.seed + self.dist.rank)
-        case_ids = list_preprocessed(store)
+        folder = cases_folder(store, self.plans)
+        case_ids = list_preprocessed(store, folder)
         self.train_ids, self.val_ids = fold_cases(store, case_ids, options.fold)
-        self.cases = CaseStore(store, sorted(set(self.train_ids) | set(self.val_ids)), self.plans["channel_names"])
+        ids = sorted(set(self.train_ids) | set(self.val_ids))
+        self.cases = CaseStore(store, ids, self.plans.channel_names, folder)  # unpacked when run() starts
         output = Path(options.output) if options.output else store.parent.parent / "tsfnet_results" / store.name
-        self.model_dir = model_dir_for(output, options.fusion, options.config, options.fold, options.head)
+        self.model_dir = model_dir_for(
+            output, options.fusion, self.plans.name, options.config, options.fold, options.head
+        )
         self.model = build_model(self.plans, options.fusion, options.head, options.config).to(self.device)
         self.history: list[dict] = []
         self.stop = StopRequests()
-        self.configuration = self.plans["configurations"][options.config]
-        self.context = input_channels(self.plans, options.config)
+        self.configuration = self.plans.configuration(options.config)
+        self.context = self.configuration.context_slices
 
     # ---- files ---------------------------------------------------------------------------
     def path(self, name: str) -> Path:
@@ -147,8 +158,9 @@ class Trainer:
         if self.dist.is_main:
             self.model_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.model_dir)
-            write_json(self.path("plans.json"), self.plans)
+            write_json(self.path("plans.json"), self.plans.raw)
             settings = {
+                "plans": self.plans.name,
                 "fusion": self.options.fusion,
                 "head": self.options.head,
                 "config": self.options.config,
@@ -198,6 +210,7 @@ class Trainer:
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> TrainResult:
         self.write_model_folder()
+        self.cases.unpack()
         stages = stages_to_run(self.model, self.options.stage)
         resume_state = None
         if self.options.resume:
@@ -216,8 +229,7 @@ class Trainer:
                 if state is not None and state["stage_done"]:
                     self.model.load_state_dict(state["model"])
                     continue
-                stage = registry.get("trainer", stage_name)()
-                stage.precision = self.precision
+                stage = registry.get("stage", stage_name)(precision=self.precision)
                 self.run_stage(stage, state)
                 resume_state = None
         if self.dist.is_main:
@@ -231,27 +243,25 @@ class Trainer:
         return stages.index(state["stage"]) if state["stage"] in stages else 0
 
     def stage_settings(self, stage: Stage) -> tuple[int, float, str, int]:
-        section = self.training.get(stage.name, self.training["finetune"])
-        steps = self.options.steps if self.options.steps is not None else int(section["steps"])
-        lr = self.options.lr if self.options.lr is not None else float(section["lr"])
-        batch = self.options.batch_size or int(section.get("batch_size", self.configuration["batch_size"]))
-        return steps, lr, section.get("schedule", "constant"), batch
+        """Steps, lr, schedule and batch size: options over the plans' training.<stage> (or the stage's defaults)."""
+        section = self.plans.training_for(stage)
+        steps = self.options.steps if self.options.steps is not None else section.steps
+        lr = self.options.lr if self.options.lr is not None else section.lr
+        batch = self.options.batch_size or section.batch_size or self.configuration.batch_size
+        return steps, lr, section.schedule, batch
 
-    def criterion(self, stage: Stage) -> nn.Module:
-        loss = self.training["loss"]
-        reconstruction = loss.get(f"{stage.name}_reconstruction", loss["reconstruction"])
+    def criterion(self, section: StageTraining) -> nn.Module:
+        weight = self.training.perceptual_weight
         if not hasattr(self, "_perceptual"):
-            self._perceptual = build_perceptual(self.options.perceptual_weights, float(loss["perceptual_weight"]))
+            self._perceptual = build_perceptual(self.options.perceptual_weights, weight)
             if self._perceptual is not None:
                 self._perceptual = self._perceptual.to(self.device)
-        return SynthesisCriterion(
-            reconstruction, float(loss["rec_weight"]), self._perceptual, float(loss["perceptual_weight"])
-        )
+        return SynthesisCriterion(section.reconstruction, self.training.rec_weight, self._perceptual, weight)
 
     def run_stage(self, stage: Stage, state: dict | None) -> None:
         steps, lr, schedule, batch_size = self.stage_settings(stage)
-        if state is None and stage.name == "finetune":
-            self.load_stage_start()
+        if state is None:
+            stage.initial_weights(self.model, self.model_dir, self.options.fusion)
         optimizers = stage.optimizers(self.model, lr)
         if len(optimizers) > 1 and self.dist.enabled:
             raise TsfnetError(f"stage '{stage.name}' alternates several optimizers; train it on one process")
@@ -268,21 +278,21 @@ class Trainer:
         network = self.dist.wrap(self.model, self.device)
         if self.options.compile:
             network = torch.compile(network)
-        criterion = self.criterion(stage) if stage.uses_criterion else None
-        workers = self.options.num_workers if self.options.num_workers is not None else self.training["num_workers"]
+        criterion = self.criterion(self.plans.training_for(stage)) if stage.uses_criterion else None
+        workers = self.options.num_workers if self.options.num_workers is not None else self.training.num_workers
         loader = TaskBatchLoader(
             self.cases,
-            self.configuration["patch_size"],
+            self.configuration.patch_size,
             batch_size,
             stage.sampling,
             seed=self.seed * 1_000_003 + start * 101 + self.dist.rank,
             context_slices=self.context,
             needs_labels=stage.needs_labels,
-            task_sampling=self.training.get("task_sampling", "per_sample"),
+            task_sampling=self.training.task_sampling,
         )
         loader.usable = [c for c in loader.usable if c in set(self.train_ids)] or loader.usable
-        batches = batch_iterator(loader, bool(self.training["augment"]), workers, self.seed + start)
-        val_every = self.options.val_every or int(self.training["val_every"])
+        batches = batch_iterator(loader, self.training.augment, workers, self.seed + start)
+        val_every = self.options.val_every or self.training.val_every
         self.model.train()
         running, began = LossMeter(stage.name), time.time()
         try:
@@ -356,6 +366,7 @@ class Trainer:
         parts = ["tsfnet train", f"-p {shlex.quote(str(o.store))}", f"--fusion {o.fusion}"]
         defaults = TrainOptions(store=o.store)
         for flag, value, default in (
+            ("--plans", o.plans, defaults.plans),
             ("--head", o.head, defaults.head),
             ("--config", o.config, defaults.config),
             ("--fold", o.fold, defaults.fold),
@@ -369,14 +380,6 @@ class Trainer:
                 parts.append(f"{flag} {shlex.quote(str(value))}")
         return " ".join([*parts, "--resume"])
 
-    def load_stage_start(self) -> None:
-        pretrained = self.path("checkpoint_pretrain.pt")
-        if not pretrained.is_file():
-            raise TsfnetError(f"{pretrained}: stage 1 result missing; run --stage pretrain (or all) first")
-        weights = load_checkpoint(pretrained, self.options.fusion)["model"]
-        encoder_and_head = {k: v for k, v in weights.items() if not k.startswith("fusion.")}
-        self.model.load_state_dict(encoder_and_head, strict=False)
-
     def validate_and_save(self, stage: Stage, step: int, steps: int, optimizers, schedulers, best: float) -> float:
         metrics: dict[str, float] = {}
         if self.dist.is_main:
@@ -384,12 +387,12 @@ class Trainer:
                 self.model,
                 self.cases,
                 self.val_ids,
-                stage.name,
+                stage.validation_tasks,
                 self.device,
                 self.context,
-                self.configuration["patch_size"] if self.model.dims == 3 else None,
+                self.configuration.patch_size if self.model.dims == 3 else None,
                 segmentation=stage.needs_labels,
-                labels=self.plans.get("labels"),
+                labels=self.plans.labels,
                 precision=self.precision,
             )
             self.log_event({"stage": stage.name, "step": step, **{f"val_{k}": v for k, v in metrics.items()}})
@@ -399,10 +402,10 @@ class Trainer:
             best = max(best, score)
             state = self.checkpoint_state(stage.name, step, optimizers, schedulers, best, done)
             save_checkpoint(self.path("checkpoint_latest.pt"), state)
-            if improved and stage.name != "pretrain":
+            if improved and stage.keeps_best:
                 save_checkpoint(self.path("checkpoint_best.pt"), state)
             if done:
-                save_checkpoint(self.path(f"checkpoint_{stage.name}.pt"), state)
+                save_checkpoint(stage_checkpoint(self.model_dir, stage.name), state)
                 if not self.path("checkpoint_best.pt").is_file():
                     save_checkpoint(self.path("checkpoint_best.pt"), state)
         self.dist.barrier()
@@ -410,4 +413,4 @@ class Trainer:
 
 
 def train(options: TrainOptions) -> TrainResult:
-    return Trainer(options).run()
+    return Runner(options).run()

@@ -1,36 +1,74 @@
-"""Training stages (registered as `trainer` plugins).
+"""Training stages (registered as `stage` plugins).
 
 `pretrain` is Seq2Seq's stage 1: E and G one-to-one. `finetune` is TSF's stage 2:
 E frozen, fusion and G trained many-to-one on both G(f̂) and G(f̂ + f_A).
 `segment` trains E, fusion and the segmentation head on tumour labels. A stage says
-how tasks are sampled, what is trained with which optimizers, and what one step does;
-the runner owns everything else.
+how tasks are sampled, what is trained with which optimizers, what one step does,
+what it starts from, which tasks validate it, whether it keeps a best checkpoint and
+its default budget; the runner owns everything else and never asks a stage's name.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tsfnet.batch import Batch
 from tsfnet.devices import autocast
+from tsfnet.errors import TsfnetError
 from tsfnet.fusion.base import Network
 from tsfnet.registry import register
-from tsfnet.training.batch import Batch
+from tsfnet.tasks import all_tasks
+from tsfnet.training.checkpoint import load_checkpoint, stage_checkpoint
+
+Task = tuple[tuple[int, ...], int]
 
 
 class Stage:
-    name = ""
+    name = ""  # set by its registration
     sampling = "many_to_one"  # a function of tsfnet.tasks.SAMPLERS: how a task is drawn
     needs_labels = False
     uses_criterion = True  # the runner's reconstruction + perceptual loss
-    precision = "fp32"  # the runner sets it: bf16 on CUDA unless --precision fp32
+    keeps_best = True  # whether checkpoint_best.pt follows this stage's validation score
+    trains: tuple[str, ...] | None = None  # parameter groups it trains (Network.parameter_groups); None: all
+    # training.<name> when the plans have no such section: steps, lr, schedule (constant or
+    # poly), optionally batch_size. The planner writes every registered stage's defaults.
+    defaults: ClassVar[dict] = {}
+
+    def __init__(self, precision: str = "fp32") -> None:
+        self.precision = precision  # autocast: bf16 on CUDA unless --precision fp32
+
+    def initial_weights(self, model: Network, folder: Path, fusion: str) -> None:
+        """Before a fresh (not resumed) start: load what the stage starts from, if anything.
+        `folder` is the model folder; `stage_checkpoint(folder, name)` is where stage `name` ended."""
+
+    def validation_tasks(self, available: list[int]) -> list[Task]:
+        """The (sources, target) tasks validation scores on a case that has `available`."""
+        return all_tasks(available)
 
     def prepare(self, model: Network) -> list[nn.Parameter]:
         """Freeze what this stage does not train; return what it does."""
+        if self.trains is None:
+            for p in model.parameters():
+                p.requires_grad_(True)
+            return list(model.parameters())
+        groups = model.parameter_groups()
+        missing = [g for g in self.trains if g not in groups]
+        if missing:
+            raise TsfnetError(
+                f"stage '{self.name}' trains {', '.join(missing)}, which {type(model).__name__} does not declare "
+                "(Network.parameter_groups)"
+            )
         for p in model.parameters():
+            p.requires_grad_(False)
+        trained = [p for g in self.trains for p in groups[g]]
+        for p in trained:
             p.requires_grad_(True)
-        return list(model.parameters())
+        return trained
 
     def optimizers(self, model: Network, lr: float) -> dict[str, torch.optim.Optimizer]:
         return {"model": torch.optim.Adam(self.prepare(model), lr=lr)}
@@ -57,18 +95,17 @@ class Stage:
         return loss.detach()
 
 
-@register("trainer", "pretrain")
+@register("stage", "pretrain")
 class PretrainStage(Stage):
-    name = "pretrain"
-    sampling = "one_to_one"
+    """E and G one-to-one (the network's `one_to_one` phase)."""
 
-    def prepare(self, model: Network) -> list[nn.Parameter]:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        trained = [*model.encoder.parameters(), *model.head.parameters()]
-        for p in trained:
-            p.requires_grad_(True)
-        return trained
+    sampling = "one_to_one"
+    trains = ("encoder", "head")
+    keeps_best = False  # the best model is a finished pipeline, not stage 1
+    defaults: ClassVar[dict] = {"steps": 20000, "lr": 2e-4, "schedule": "constant"}
+
+    def validation_tasks(self, available: list[int]) -> list[Task]:
+        return [((s,), t) for s in available for t in available if s != t] or [((a,), a) for a in available]
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         source = batch.source_mask.argmax(dim=1)
@@ -76,16 +113,20 @@ class PretrainStage(Stage):
         return criterion(model(images, batch.task_target, phase="one_to_one"), batch.target_image)
 
 
-@register("trainer", "finetune")
+@register("stage", "finetune")
 class FinetuneStage(Stage):
-    name = "finetune"
+    """Starts from pretrain's E and G; trains the fusion and G, E frozen."""
 
-    def prepare(self, model: Network) -> list[nn.Parameter]:
-        for p in model.parameters():
-            p.requires_grad_(True)
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-        return [*model.fusion.parameters(), *model.head.parameters()]
+    trains = ("fusion", "head")
+    defaults: ClassVar[dict] = {"steps": 10000, "lr": 1e-4, "schedule": "poly"}
+
+    def initial_weights(self, model: Network, folder: Path, fusion: str) -> None:
+        pretrained = stage_checkpoint(folder, "pretrain")
+        if not pretrained.is_file():
+            raise TsfnetError(f"{pretrained}: stage 1 result missing; run --stage pretrain (or all) first")
+        weights = load_checkpoint(pretrained, fusion)["model"]
+        encoder_and_head = {k: v for k, v in weights.items() if not k.startswith("fusion.")}
+        model.load_state_dict(encoder_and_head, strict=False)
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         out = model(batch.images, batch.source_mask, batch.task_target)
@@ -104,10 +145,10 @@ def soft_dice_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return 1 - ((2 * intersection + 1) / (total + 1))[:, 1:].mean()
 
 
-@register("trainer", "segment")
+@register("stage", "segment")
 class SegmentStage(Stage):
-    name = "segment"
     needs_labels = True
+    defaults: ClassVar[dict] = {"steps": 10000, "lr": 1e-4, "schedule": "poly"}
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         out = model(batch.images, batch.source_mask, batch.task_target)

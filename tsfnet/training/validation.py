@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -10,16 +11,9 @@ import torch
 from tsfnet.evaluation.metrics import brats_dice, psnr, ssim
 from tsfnet.inference.engine import predict_targets
 from tsfnet.model import Network
-from tsfnet.tasks import all_tasks
 from tsfnet.training.data import CaseStore
 
 MAX_SLICES = 16
-
-
-def stage_tasks(stage: str, available: list[int]) -> list[tuple[tuple[int, ...], int]]:
-    if stage == "pretrain":
-        return [((s,), t) for s in available for t in available if s != t] or [((a,), a) for a in available]
-    return all_tasks(available)
 
 
 def evaluation_slices(mask: np.ndarray, limit: int = MAX_SLICES) -> list[int]:
@@ -40,7 +34,7 @@ def validate(
     model: Network,
     store: CaseStore,
     case_ids: list[str],
-    stage: str,
+    tasks: Callable[[list[int]], list[tuple[tuple[int, ...], int]]],
     device: torch.device,
     context: int = 1,
     patch_size: list[int] | None = None,
@@ -48,7 +42,8 @@ def validate(
     labels: dict[str, int] | None = None,
     precision: str = "fp32",
 ) -> dict[str, float]:
-    """Masked PSNR/SSIM over the stage's tasks (synthesis) or mean BraTS Dice (segmentation)."""
+    """Masked PSNR/SSIM over `tasks(available)` (synthesis; a stage's `validation_tasks`) or mean
+    BraTS Dice (segmentation)."""
     model.eval()
     scores: dict[str, list[float]] = {}
     for case_id in case_ids:
@@ -81,7 +76,7 @@ def validate(
                 scores.setdefault("dice", []).append(float(np.mean(list(dice.values()))))
             continue
         groups: dict[tuple[int, ...], list[int]] = {}
-        for sources, target in stage_tasks(stage, available):
+        for sources, target in tasks(available):
             groups.setdefault(sources, []).append(target)
         region = mask[index]
         for sources, targets in groups.items():
