@@ -137,7 +137,7 @@ def run_ensemble(
     then `predict` with the ensemble of all K; the train time counts all K folds."""
     extra_s = sum(train_fold("tsf", fold, args, store, work)[1] for fold in range(1, args.ensemble_folds))
     folds = list(range(args.ensemble_folds))
-    ensemble = load_predictor(work / "results" / "tsf__2d", resolve_device(args.device), folds=folds)
+    ensemble = load_predictor(work / "results" / "tsf__plans__2d", resolve_device(args.device), folds=folds)
     predictions = work / "predictions" / "tsf_ensemble"
     began = time.perf_counter()
     report = predict_folder(ensemble, inputs, predictions)

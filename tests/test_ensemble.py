@@ -39,11 +39,11 @@ def tiny_options(store: Path, output: Path, fold: int | str = 0) -> TrainOptions
 
 @pytest.fixture(scope="module")
 def ensemble_dir(store, tmp_path_factory) -> Path:
-    """tsf__2d with fold_0 and fold_1, each trained 2 + 2 steps."""
+    """tsf__plans__2d with fold_0 and fold_1, each trained 2 + 2 steps."""
     output = tmp_path_factory.mktemp("ensemble")
     for fold in (0, 1):
         train(tiny_options(store, output, fold))
-    return output / "tsf__2d"
+    return output / "tsf__plans__2d"
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_a_fold_folder_is_one_model_as_before(ensemble_dir):
 
 
 def test_unfinished_fold_is_skipped_by_name(ensemble_dir, tmp_path, caplog):
-    copy = Path(shutil.copytree(ensemble_dir, tmp_path / "tsf__2d"))
+    copy = Path(shutil.copytree(ensemble_dir, tmp_path / "tsf__plans__2d"))
     (copy / "fold_1" / "checkpoint_finetune.pt").unlink()  # stopped during stage 2
     assert is_finished(copy / "fold_0") and not is_finished(copy / "fold_1")
     with caplog.at_level(logging.INFO, logger="tsfnet"):
@@ -145,7 +145,7 @@ def test_unfinished_fold_is_skipped_by_name(ensemble_dir, tmp_path, caplog):
 
 
 def test_no_finished_fold_is_one_line(ensemble_dir, tmp_path):
-    copy = Path(shutil.copytree(ensemble_dir, tmp_path / "tsf__2d"))
+    copy = Path(shutil.copytree(ensemble_dir, tmp_path / "tsf__plans__2d"))
     for k in (0, 1):
         (copy / f"fold_{k}" / "checkpoint_finetune.pt").unlink()
     with pytest.raises(InputError, match="no finished fold"):
@@ -198,8 +198,8 @@ def test_all_five_folds_in_turn_and_resume_skips_finished_ones(store, tmp_path, 
     results = train_folds(options)
     assert runs == [(k, False) for k in range(5)]
     assert [r.model_dir.name for r in results] == [f"fold_{k}" for k in range(5)]
-    (tmp_path / "tsf__2d" / "fold_3" / "checkpoint_finetune.pt").unlink()  # interrupted
-    shutil.rmtree(tmp_path / "tsf__2d" / "fold_4")  # never started
+    (tmp_path / "tsf__plans__2d" / "fold_3" / "checkpoint_finetune.pt").unlink()  # interrupted
+    shutil.rmtree(tmp_path / "tsf__plans__2d" / "fold_4")  # never started
     runs.clear()
     with caplog.at_level(logging.INFO, logger="tsfnet"):
         again = train_folds(replace(options, resume=True))

@@ -20,6 +20,7 @@ import torch
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.inference.engine import TaskPrediction
 from tsfnet.inference.model_folder import TrainedModel, load_model_folder
+from tsfnet.planning.plans import Plans
 from tsfnet.training.folds import final_checkpoint, is_finished
 
 log = logging.getLogger("tsfnet")
@@ -89,7 +90,7 @@ class Ensemble:
     tta: bool = False
 
     @property
-    def plans(self) -> dict:
+    def plans(self) -> Plans:
         return self.members[0].plans
 
     @property
@@ -190,7 +191,7 @@ def load_predictor(
     for line in unfinished:
         log.info("%s, skipped", line)
     members = [load_model_folder(p, device, checkpoint, precision, batch_size) for p in finished]
-    if any(m.plans != members[0].plans for m in members):
+    if any(m.plans.raw != members[0].plans.raw for m in members):
         raise InputError(folder, "the folds were trained with different plans; ensemble folds of one dataset")
     return Ensemble(members, tta)
 
