@@ -33,6 +33,7 @@ from tsfnet.demo import make_test_scenarios
 from tsfnet.devices import resolve_device
 from tsfnet.evaluation.evaluate import evaluate
 from tsfnet.evaluation.tables import mean_sd
+from tsfnet.fusion.tsf_ms import scale_task_weights
 from tsfnet.inference.ensemble import load_predictor
 from tsfnet.inference.explain import explain_weights
 from tsfnet.inference.model_folder import load_model_folder
@@ -44,7 +45,7 @@ from tsfnet.preprocessing.pipeline import list_preprocessed, preprocess_dataset
 from tsfnet.training.runner import TrainOptions, train
 from tsfnet.training.splits import SPLITS_FILE
 
-FUSIONS = ("tsf", "wavg", "mean", "seq2seq-avg", "mmgan", "hinet", "pix2pix")
+FUSIONS = ("tsf", "tsf-ms", "wavg", "mean", "seq2seq-avg", "mmgan", "hinet", "pix2pix")
 IMAGE_LEVEL = ("mmgan", "hinet")
 # CPU mode: one width scale for every model so the budget buys comparable capacity.
 SMALL_NETWORK = {
@@ -126,6 +127,7 @@ def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path,
         "predict_s": predicted_s,
         "failed": report.failed,
         "weights_png": weights_png,
+        "scale_weights": scale_task_weights(model.model, model.channel_names) if fusion == "tsf-ms" else None,
         "parameters": sum(p.numel() for p in model.model.parameters()),
     }
 
@@ -215,6 +217,18 @@ def tsem_table(outcome: dict) -> list[str]:
     return lines
 
 
+def scale_weights_table(rows: list[dict]) -> list[str]:
+    """tsf-ms: ω of each source at every scale, for each target from all the other sequences."""
+    strides = rows[0]["strides"]
+    lines = ["| target | source | " + " | ".join(f"ω at 1/{s}" for s in strides) + " |"]
+    lines.append("|---|---|" + "---|" * len(strides))
+    widest = max(len(r["sources"]) for r in rows)
+    for row in (r for r in rows if len(r["sources"]) == widest):
+        for source, weights in row["weights"].items():
+            lines.append(f"| {row['target']} | {source} | " + " | ".join(f"{w:.3f}" for w in weights) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", type=int, default=60)
@@ -279,6 +293,11 @@ def main() -> None:
     if "tsf" in outcomes:
         lines += ["## Table 2: TSF, PSNR inside / outside the TSEM > 99th percentile region", ""]
         lines += [*tsem_table(outcomes["tsf"]), ""]
+    if "tsf-ms" in outcomes:
+        lines += ["## tsf-ms: PSNR inside / outside the TSEM > 99th percentile region", ""]
+        lines += [*tsem_table(outcomes["tsf-ms"]), ""]
+        lines += ["## tsf-ms: ω per scale (the finest first), all other sequences as sources", ""]
+        lines += [*scale_weights_table(outcomes["tsf-ms"]["scale_weights"]), ""]
     if args.ensemble_folds:
         lines += [f"## TSF: {args.ensemble_folds}-fold ensemble against fold 0 (same budget per fold)", ""]
         lines += [
