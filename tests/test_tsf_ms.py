@@ -168,7 +168,7 @@ def test_trains_predicts_and_explains_through_the_cli(store, tmp_path):
         "train", "-p", str(store), "--fusion", "tsf-ms", "--steps", "3", "--device", "cpu", "-o", str(results)
     )
     assert trained.returncode == 0, trained.stderr
-    model_dir = results / "tsf-ms__2d" / "fold_0"
+    model_dir = results / "tsf-ms__plans__2d" / "fold_0"
     assert (model_dir / "checkpoint_best.pt").is_file()
     stages = {json.loads(line)["stage"] for line in (model_dir / "training_log.jsonl").read_text().splitlines()}
     assert stages == {"pretrain", "finetune"}

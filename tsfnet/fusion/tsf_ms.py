@@ -37,6 +37,7 @@ from tsfnet.fusion.tsf import TaskSpecificFusion, TaskWeighting
 from tsfnet.model import FusionModel, Seq2SeqCore
 from tsfnet.nets.blocks import HyperConvNormAct
 from tsfnet.nets.seq2seq import Encoder, HyperDecoder, block_options
+from tsfnet.planning.plans import Plans, as_plans
 from tsfnet.registry import register
 from tsfnet.tasks import all_tasks, task_code
 
@@ -140,11 +141,12 @@ class MultiScaleFusion(nn.Module):
 @register("fusion", "tsf-ms")
 class MultiScaleTSF(FusionModel):
     """E -> per-scale TSF -> G with skips; trained by `pretrain` then `finetune` like `tsf`.
-    Options (plans["fusion"]["tsf-ms"]) are `tsf`'s; widths come from plans["network"]."""
+    Options (`fusion.tsf-ms` in the plans) are `tsf`'s; widths come from the plans' network."""
 
-    def __init__(self, plans: dict, config: str, **options) -> None:
+    def __init__(self, plans: Plans | dict, config: str, **options) -> None:
+        plans = as_plans(plans)
         Seq2SeqCore.__init__(self, plans, config, "synthesis")  # E, dims, stages; G is replaced below
-        network = plans["network"]
+        network = plans.network
         self.levels = len(network["encoder_widths"])
         # Each scale's stride relative to the input, finest first (1, 2, 4 for strides 1, 2, 2).
         self.scale_strides = [math.prod(network["strides"][: i + 1]) for i in range(self.levels)]
