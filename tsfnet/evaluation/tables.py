@@ -28,56 +28,34 @@ def grouped(rows: list[dict], key: str) -> dict:
     return dict(sorted(groups.items()))
 
 
+def metric_table(title: str, rows: list[dict], by: tuple[str, str], columns: dict[str, str]) -> list[str]:
+    """A markdown section: one line per value of `by` (its key, its header), mean ± sd of
+    each column (header -> row key); nothing when no row has the first column."""
+    rows = [r for r in rows if next(iter(columns.values())) in r]
+    if not rows:
+        return []
+    key, header = by
+    lines = ["", f"## {title}", "", f"| {header} | n | " + " | ".join(columns) + " |"]
+    lines.append("|---|---|" + "---|" * len(columns))
+    for value, group in grouped(rows, key).items():
+        cells = [mean_sd([float(r[k]) for r in group]) for k in columns.values()]
+        lines.append(f"| {value} | {len(group)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary_markdown(rows: list[dict], notes: list[str]) -> str:
     fusion = ", ".join(sorted({str(r.get("fusion", "")) for r in rows}))
-    lines = [f"# tsfnet evaluation ({fusion})", "", PROTOCOL, ""]
-    lines += [
-        "## Table 1: by number of inputs",
-        "",
-        "| inputs | n | PSNR box | SSIM box | SSIM 3D box | PSNR brain | SSIM brain | LPIPS |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for n_inputs, group in grouped(rows, "n_inputs").items():
-        cells = [
-            mean_sd([float(r[k]) for r in group])
-            for k in ("psnr", "ssim", "ssim3d", "psnr_brain", "ssim_brain", "lpips")
-        ]
-        lines.append(f"| {n_inputs} | {len(group)} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "## By target",
-        "",
-        "| target | n | PSNR box | SSIM box | PSNR brain |",
-        "|---|---|---|---|---|",
-    ]
-    for target, group in grouped(rows, "target").items():
-        cells = [mean_sd([float(r[k]) for r in group]) for k in ("psnr", "ssim", "psnr_brain")]
-        lines.append(f"| {target} | {len(group)} | " + " | ".join(cells) + " |")
-    lesion_rows = [r for r in rows if "psnr_lesion" in r]
-    if lesion_rows:
-        lines += [
-            "",
-            "## Lesion region: inside the tumour labels",
-            "",
-            "| inputs | n | PSNR lesion | SSIM lesion |",
-            "|---|---|---|---|",
-        ]
-        for n_inputs, group in grouped(lesion_rows, "n_inputs").items():
-            cells = [mean_sd([float(r[k]) for r in group]) for k in ("psnr_lesion", "ssim_lesion")]
-            lines.append(f"| {n_inputs} | {len(group)} | " + " | ".join(cells) + " |")
-    tsem_rows = [r for r in rows if "psnr_tsem_high" in r]
-    if tsem_rows:
-        lines += [
-            "",
-            "## Table 2: PSNR inside / outside the TSEM > 99th percentile region",
-            "",
-            "| inputs | n | PSNR TSEM high | PSNR rest of brain |",
-            "|---|---|---|---|",
-        ]
-        for n_inputs, group in grouped(tsem_rows, "n_inputs").items():
-            high = mean_sd([float(r["psnr_tsem_high"]) for r in group])
-            low = mean_sd([float(r["psnr_tsem_low"]) for r in group])
-            lines.append(f"| {n_inputs} | {len(group)} | {high} | {low} |")
+    inputs = ("n_inputs", "inputs")
+    lines = [f"# tsfnet evaluation ({fusion})", "", PROTOCOL]
+    table_1 = {"PSNR box": "psnr", "SSIM box": "ssim", "SSIM 3D box": "ssim3d", "PSNR brain": "psnr_brain"}
+    table_1 |= {"SSIM brain": "ssim_brain", "LPIPS": "lpips"}
+    lines += metric_table("Table 1: by number of inputs", rows, inputs, table_1)
+    by_target = {"PSNR box": "psnr", "SSIM box": "ssim", "PSNR brain": "psnr_brain"}
+    lines += metric_table("By target", rows, ("target", "target"), by_target)
+    lesion = {"PSNR lesion": "psnr_lesion", "SSIM lesion": "ssim_lesion"}
+    lines += metric_table("Lesion region: inside the tumour labels", rows, inputs, lesion)
+    tsem = {"PSNR TSEM high": "psnr_tsem_high", "PSNR rest of brain": "psnr_tsem_low"}
+    lines += metric_table("Table 2: PSNR inside / outside the TSEM > 99th percentile region", rows, inputs, tsem)
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
