@@ -377,3 +377,20 @@ def test_train_killed_while_saving_a_checkpoint_resumes(store, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(folder / "checkpoint_latest.pt")["step"] == 8
     assert not list(folder.glob(".*")), "the half-written temporary is swept on resume"
+
+
+def test_train_killed_between_the_final_checkpoints_still_finishes_on_resume(store, tmp_path):
+    """checkpoint_latest.pt is written last: a run killed while writing the last stage's own
+    checkpoint resumes that stage instead of taking it for done (and never counting as finished)."""
+    from tsfnet.training.folds import is_finished
+
+    argv = ["train", "-p", str(store), "--steps", "2", "--val-every", "2", "--workers", "0", "--device", "cpu"]
+    argv += ["-o", str(tmp_path)]
+    # saves: pretrain step 2: its own, best, latest; finetune step 2: best, its own (the 5th), latest.
+    killed = run_killed("torch.save", 5, *argv)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    folder = tmp_path / "tsf__plans__2d" / "fold_0"
+    assert not is_finished(folder)
+    resumed = subprocess.run([sys.executable, "-m", "tsfnet", *argv, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert is_finished(folder) and (folder / "checkpoint_finetune.pt").is_file()

@@ -401,13 +401,14 @@ class Runner:
             improved = score > best
             best = max(best, score)
             state = self.checkpoint_state(stage.name, step, optimizers, schedulers, best, done)
-            save_checkpoint(self.path("checkpoint_latest.pt"), state)
             if improved and stage.keeps_best:
                 save_checkpoint(self.path("checkpoint_best.pt"), state)
             if done:
                 save_checkpoint(stage_checkpoint(self.model_dir, stage.name), state)
                 if not self.path("checkpoint_best.pt").is_file():
                     save_checkpoint(self.path("checkpoint_best.pt"), state)
+            # Last, so a run killed in between resumes from the previous step and writes them again.
+            save_checkpoint(self.path("checkpoint_latest.pt"), state)
         self.dist.barrier()
         return best
 
