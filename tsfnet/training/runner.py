@@ -326,9 +326,10 @@ class Runner:
                         if step - start == LOG_EVERY:
                             self.announce_duration(stage, steps - step, rate)
                     progress.update(task, completed=step)
-                    if step % val_every == 0 or step == steps or self.stop.requested:
+                    validate_now = step % val_every == 0 or step == steps
+                    if validate_now or self.stop.requested:
                         running.check(step)  # never checkpoint weights a non-finite loss has touched
-                    if step % val_every == 0 or step == steps:
+                    if validate_now:
                         best = self.validate_and_save(stage, step, steps, optimizers, schedulers, best)
                     if self.stop.requested:
                         self.save_and_stop(stage, step, steps, optimizers, schedulers, best)
