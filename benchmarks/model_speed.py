@@ -44,13 +44,9 @@ def paper_plans() -> dict:
     }
 
 
-def random_batch(
-    shape: tuple[int, ...], batch: int, device: torch.device, channels_last: bool, sampling: str, per_batch: bool
-) -> Batch:
+def random_batch(shape: tuple[int, ...], batch: int, device: torch.device, sampling: str, per_batch: bool) -> Batch:
     """Random images, tasks drawn by the stage's sampler: one for the batch or one per sample."""
     images = torch.rand(batch, N, 1, *shape, device=device) * 2 - 1
-    if channels_last and len(shape) == 2:
-        images = images.contiguous(memory_format=torch.channels_last)
     rng = np.random.default_rng(0)
     draw = SAMPLERS[sampling]
     tasks = [draw(rng, list(range(N)))] * batch if per_batch else [draw(rng, list(range(N))) for _ in range(batch)]
@@ -86,11 +82,13 @@ def step_time(
     plans = paper_plans()
     plans["configurations"][config]["patch_size"] = list(shape)
     model = build_model(plans, fusion, config=config).to(device)
+    if channels_last and config == "2d":  # the weights; the batch is (B, sequences, 1, H, W) and stays as is
+        model = model.to(memory_format=torch.channels_last)
     stage = registry.get("stage", model.stages[-1])(precision=precision)
     optimizers = stage.optimizers(model, 1e-4)
     criterion = SynthesisCriterion().to(device) if stage.uses_criterion else None
     network = torch.compile(model) if compile_model else model
-    data = random_batch(shape, batch, device, channels_last, stage.sampling, task_sampling == "per_batch")
+    data = random_batch(shape, batch, device, stage.sampling, task_sampling == "per_batch")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = []

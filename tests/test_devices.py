@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tsfnet.devices import autocast, inference_batch_size, inference_precision, native_bf16
+from tsfnet.devices import autocast, inference_batch_size, native_bf16, resolve_precision
 from tsfnet.errors import TsfnetError
 from tsfnet.training.runner import Runner, TrainOptions
 
@@ -13,18 +13,18 @@ CPU = torch.device("cpu")
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_it(monkeypatch):
-    assert inference_precision(CPU, "auto") == ("bf16" if native_bf16(CPU) else "fp32")
+    assert resolve_precision(CPU, "auto") == ("bf16" if native_bf16(CPU) else "fp32")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
-    assert not native_bf16(CPU) and inference_precision(CPU, "auto") == "fp32"
+    assert not native_bf16(CPU) and resolve_precision(CPU, "auto") == "fp32"
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
-    assert inference_precision(CPU, "auto") == "bf16"
-    assert inference_precision(CPU, "fp32") == "fp32" and inference_precision(CPU, "bf16") == "bf16"
+    assert resolve_precision(CPU, "auto") == "bf16"
+    assert resolve_precision(CPU, "fp32") == "fp32" and resolve_precision(CPU, "bf16") == "bf16"
 
 
 def test_unknown_precision_is_one_line():
     with pytest.raises(TsfnetError, match="unknown --precision 'fp16'; use auto, bf16 or fp32"):
-        inference_precision(CPU, "fp16")
+        resolve_precision(CPU, "fp16")
 
 
 @pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32)])
@@ -34,7 +34,14 @@ def test_autocast_on_the_cpu_follows_the_precision(precision, dtype):
         assert conv(torch.randn(1, 2, 8, 8)).dtype == dtype
 
 
-def test_cpu_defaults_small_batches_and_trains_in_full_precision(store, tmp_path):
+def test_cpu_defaults_small_batches_and_trains_in_bf16_only_where_native(store, tmp_path, monkeypatch):
     assert inference_batch_size(CPU) == 2 and inference_batch_size(torch.device("cuda")) == 16
-    trainer = Runner(TrainOptions(store=store, output=tmp_path, device="cpu", precision="bf16", progress=False))
-    assert trainer.precision == "fp32"
+
+    def runner(precision: str) -> Runner:
+        return Runner(TrainOptions(store=store, output=tmp_path, device="cpu", precision=precision, progress=False))
+
+    assert runner("auto").precision == ("bf16" if native_bf16(CPU) else "fp32")
+    assert runner("fp32").precision == "fp32" and runner("bf16").precision == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert runner("auto").precision == "fp32"

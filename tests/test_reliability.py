@@ -188,7 +188,7 @@ def test_train_unknown_plugin_is_one_line(store, tmp_path, capsys, args, problem
 
 def test_train_unknown_precision_is_one_line(store, tmp_path, capsys):
     line = one_error_line(*cli(capsys, "train", "-p", str(store), "-o", str(tmp_path), "--precision", "fp16"))
-    assert "unknown --precision 'fp16'; use bf16 or fp32" in line
+    assert "unknown --precision 'fp16'; use auto, bf16 or fp32" in line
 
 
 @pytest.mark.parametrize(

@@ -247,7 +247,12 @@ def train(
     workers: Annotated[int | None, typer.Option("--workers", help="Data-loading processes (0: in-process).")] = None,
     val_every: Annotated[int | None, typer.Option("--val-every", help="Validate and checkpoint every N steps.")] = None,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the network.")] = False,
-    precision: Annotated[str, typer.Option("--precision", help="On CUDA: bf16 autocast or fp32.")] = "bf16",
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision", help="auto (bf16 autocast where the GPU/CPU has it natively, else fp32), bf16 or fp32."
+        ),
+    ] = "auto",
 ) -> None:
     """Train a fusion model: stage 1 (pretrain E, G) then stage 2 (finetune fusion + G, E frozen);
     baselines (mmgan, hinet, pix2pix, seq2seq-avg) train through their own stages."""

@@ -48,9 +48,10 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def inference_precision(device: torch.device, requested: str = "auto") -> str:
-    """`auto` is bf16 where the hardware has it natively (about 2x faster on such CPUs,
-    outputs within about 0.01 of fp32's on [-1, 1]), fp32 elsewhere."""
+def resolve_precision(device: torch.device, requested: str = "auto") -> str:
+    """For training and inference alike: `auto` is bf16 autocast where the hardware has it
+    natively (on such CPUs about 2x faster to predict and 1.6x faster to train; outputs within
+    about 0.01 of fp32's on [-1, 1]), fp32 elsewhere."""
     if requested == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     if requested not in PRECISIONS:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from tsfnet.atomic import read_json
-from tsfnet.devices import inference_batch_size, inference_precision
+from tsfnet.devices import inference_batch_size, resolve_precision
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.inference.engine import TaskPrediction, predict_targets
 from tsfnet.model import Network, build_model
@@ -78,8 +78,8 @@ def load_model_folder(
     batch_size: int | None = None,
 ) -> TrainedModel:
     """The model on `device`, with inference settings: `precision` auto/bf16/fp32 (see
-    `inference_precision`), `batch_size` None for the device's default."""
-    precision = inference_precision(device, precision)
+    `resolve_precision`), `batch_size` None for the device's default."""
+    precision = resolve_precision(device, precision)
     if batch_size is not None and batch_size < 1:
         raise TsfnetError(f"--batch-size must be at least 1, got {batch_size}")
     folder = Path(folder)

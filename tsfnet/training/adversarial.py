@@ -14,7 +14,7 @@ from tsfnet.batch import Batch
 from tsfnet.devices import autocast
 from tsfnet.fusion.adversarial import AdversarialNetwork
 from tsfnet.registry import register
-from tsfnet.training.stages import Stage
+from tsfnet.training.stages import Stage, adam
 
 BETAS = (0.5, 0.999)
 
@@ -36,8 +36,8 @@ class AdversarialStage(Stage):
     def optimizers(self, model: AdversarialNetwork, lr: float) -> dict[str, torch.optim.Optimizer]:
         self.prepare(model)  # trains every parameter
         return {
-            "generator": torch.optim.Adam(model.generator_parameters(), lr=lr, betas=BETAS),
-            "discriminator": torch.optim.Adam(model.discriminator_parameters(), lr=lr, betas=BETAS),
+            "generator": adam(model.generator_parameters(), lr, betas=BETAS),
+            "discriminator": adam(model.discriminator_parameters(), lr, betas=BETAS),
         }
 
     def step(

@@ -1,6 +1,6 @@
 """The one runner every fusion and head trains through.
 
-It owns the device, bf16 autocast on CUDA, optional torch.compile, DDP under
+It owns the device, bf16 autocast (where the GPU or CPU does bf16 natively), optional torch.compile, DDP under
 torchrun, the step loop with a progress bar, validation, logging, progress.png and
 atomic checkpoints. Stages (tsfnet.training.stages) say what is trained, how the
 loss is computed, what a stage starts from and how it is validated; options and plans
@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tsfnet.atomic import remove_stale_temporaries, write_json
-from tsfnet.devices import PRECISIONS, resolve_device
+from tsfnet.devices import resolve_device, resolve_precision
 from tsfnet.errors import TrainingInterrupted, TsfnetError
 from tsfnet.model import Network, build_model
 from tsfnet.planning.plans import DEFAULT_PLANS, StageTraining, read_plans
@@ -64,7 +64,7 @@ class TrainOptions:
     num_workers: int | None = None
     val_every: int | None = None
     compile: bool = False
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 autocast where the device has it natively (devices.resolve_precision)
     progress: bool = True
     seed: int | None = None
 
@@ -126,14 +126,11 @@ class Runner:
         self.plans = read_plans(store, options.plans)
         self.training = self.plans.training
         self.seed = options.seed if options.seed is not None else self.training.seed
-        if options.precision not in PRECISIONS:
-            raise TsfnetError(f"unknown --precision '{options.precision}'; use {' or '.join(PRECISIONS)}")
         self.device = resolve_device(options.device)
         if self.device.type == "cuda" and self.device.index is None and "LOCAL_RANK" in os.environ:
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         self.dist = Distributed(self.device)
-        # Mixed precision trains on CUDA only: CPU training stays in full precision.
-        self.precision = options.precision if self.device.type == "cuda" else "fp32"
+        self.precision = resolve_precision(self.device, options.precision)
         torch.manual_seed(self.seed + self.dist.rank)
         folder = cases_folder(store, self.plans)
         case_ids = list_preprocessed(store, folder)

@@ -26,6 +26,15 @@ from tsfnet.tasks import all_tasks
 from tsfnet.training.checkpoint import load_checkpoint, stage_checkpoint
 
 Task = tuple[tuple[int, ...], int]
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
+def adam(params, lr: float, **options) -> torch.optim.Adam:
+    """Adam, fused into one kernel where the parameters' device has it: the HyperConv bases
+    make the paper network 136 M parameters, and the per-tensor update took a fifth of a CPU step."""
+    params = list(params)
+    fused = bool(params) and all(p.device.type in FUSED_ADAM_DEVICES for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused or None, **options)
 
 
 class Stage:
@@ -40,7 +49,7 @@ class Stage:
     defaults: ClassVar[dict] = {}
 
     def __init__(self, precision: str = "fp32") -> None:
-        self.precision = precision  # autocast: bf16 on CUDA unless --precision fp32
+        self.precision = precision  # autocast: the runner's resolved --precision
 
     def initial_weights(self, model: Network, folder: Path, fusion: str) -> None:
         """Before a fresh (not resumed) start: load what the stage starts from, if anything.
@@ -71,7 +80,7 @@ class Stage:
         return trained
 
     def optimizers(self, model: Network, lr: float) -> dict[str, torch.optim.Optimizer]:
-        return {"model": torch.optim.Adam(self.prepare(model), lr=lr)}
+        return {"model": adam(self.prepare(model), lr)}
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         raise NotImplementedError
