@@ -1,15 +1,18 @@
-"""The paper's comparison, side by side, on the phantom dataset.
+"""The paper's comparison, side by side, on the phantom dataset at its native 1 mm.
 
-Every fusion is trained on the same cases with the same seed, batch size and total
-step budget (two-stage models split it evenly between their stages), then all 28
-tasks (the 14 proper input subsets of every test case) are predicted and evaluated
-with `tsfnet evaluate`'s protocol. Writes `results/quality_<date>.md` (Table 1 layout,
-the TSEM table, timings) and `results/quality_<date>_weights.png` (ω per target, the
-paper's Fig. 3).
+Every fusion is trained on the same cases with the same seed, batch size, 96 x 96 patches
+(the planner's CPU budget: `tsfnet plan --budget cpu`) and total step budget (two-stage
+models split it evenly between their stages), validated along the way (validation PSNR
+against step and against training time: the learning curves), then every test scenario is
+predicted on whole slices and evaluated with `tsfnet evaluate`'s protocol, lesion-region
+scores included. Writes `results/quality_1mm_<date>.md` (Table 1, the verdicts, Table 2,
+the cost), `..._curves.png` (all methods' learning curves) and `..._weights.png` (ω per
+target, the paper's Fig. 3).
 
-    python benchmarks/quality.py                         # 60/10/30 cases, 1/4 resolution, 2 CPU cores
-    python benchmarks/quality.py --full --device cuda    # full resolution, the planned (paper) network
-    python benchmarks/quality.py --train 16 --val 4 --test 4 --downsample 6 --steps 200   # a quick look
+    python benchmarks/quality.py                     # about 90 min on 2 CPU cores
+    python benchmarks/quality.py --budget 4          # 4x the steps per method: about 4-5 h
+    python benchmarks/quality.py --train 6 --val 1 --test 1 --steps 200 --fusions tsf,mean   # a quick look
+    python benchmarks/quality.py --full --device cuda   # the planned (paper) network on whole slices
     python benchmarks/quality.py --fusions tsf --ensemble-folds 5   # + tsf's 5-fold ensemble against fold 0
 """
 
@@ -46,7 +49,6 @@ from tsfnet.training.runner import TrainOptions, train
 from tsfnet.training.splits import SPLITS_FILE
 
 FUSIONS = ("tsf", "tsf-ms", "wavg", "mean", "seq2seq-avg", "mmgan", "hinet", "pix2pix")
-IMAGE_LEVEL = ("mmgan", "hinet")
 # CPU mode: one width scale for every model so the budget buys comparable capacity.
 SMALL_NETWORK = {
     "encoder_widths": [16, 32, 64],
@@ -61,7 +63,19 @@ SMALL_BASELINES = {
     "hinet": {"base_channels": 16, "discriminator_channels": 16},
     "pix2pix": {"base_channels": 8, "discriminator_channels": 8},
 }
-METRICS = (("psnr", "PSNR box"), ("ssim", "SSIM box"), ("psnr_brain", "PSNR brain"), ("ssim_brain", "SSIM brain"))
+METRICS = (
+    ("psnr", "PSNR box"),
+    ("ssim", "SSIM box"),
+    ("psnr_brain", "PSNR brain"),
+    ("ssim_brain", "SSIM brain"),
+    ("psnr_lesion", "PSNR lesion"),
+    ("ssim_lesion", "SSIM lesion"),
+)
+RESULT = "quality_1mm"
+TRAIN_CASES, STEPS = 12, 2000  # the default run: about 75 min on 2 CPU cores
+CURVE_POINTS = 5  # validations per stage: the learning curves
+PLATEAU_DB = 0.1  # a last stage gaining less than this over its last validation interval has levelled off
+FUSION_MARGIN_DB = 0.3  # what the task-specific fusion must gain over a plain mean to earn its place
 
 
 def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path, Path]:
@@ -69,7 +83,8 @@ def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path
         work / "raw", args.train + args.val, 1 if args.full else args.downsample, args.seed, n_test=args.test,
         progress=True,
     )  # fmt: skip
-    store, plans = plan(raw, work / "preprocessed" / raw.name, workers=2)
+    budget = "gpu" if args.full else "cpu"  # cpu: 96 x 96 patches of the slices, whole slices in inference
+    store, plans = plan(raw, work / "preprocessed" / raw.name, workers=2, budget=budget)
     plans["configurations"]["2d"]["batch_size"] = args.batch
     plans["training"]["num_workers"] = args.workers
     plans["training"]["task_sampling"] = args.task_sampling
@@ -77,11 +92,12 @@ def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path
         plans["network"] = dict(SMALL_NETWORK)
         plans["fusion"].update(SMALL_BASELINES)
     save_plans(plans, store / "plans.json")
+    args.patch = plans["configurations"]["2d"]["patch_size"]  # for the report
     preprocess_dataset(RawDataset.load(raw), store, plans, workers=2)
     ids = list_preprocessed(store)
     write_json(store / SPLITS_FILE, [rotated_split(ids, args, fold) for fold in range(max(args.ensemble_folds, 1))])
     inputs, reference = work / "test" / "inputs", work / "test" / "reference"
-    make_test_scenarios(raw, inputs, reference, args.seed, every_subset=True)
+    make_test_scenarios(raw, inputs, reference, args.seed, every_subset=args.all_subsets)
     return raw, store, inputs, reference
 
 
@@ -92,9 +108,15 @@ def rotated_split(ids: list[str], args: argparse.Namespace, fold: int) -> dict[s
     return {"train": sorted(shifted[: args.train]), "val": sorted(shifted[args.train :])}
 
 
-def train_fold(fusion: str, fold: int, args: argparse.Namespace, store: Path, work: Path) -> tuple[Path, float]:
-    """(model folder, seconds): `--steps` in all, split evenly between the stages."""
+def total_steps(args: argparse.Namespace) -> int:
+    return max(2, round(args.steps * args.budget))
+
+
+def train_fold(fusion: str, fold: int, args: argparse.Namespace, store: Path, work: Path) -> tuple[Path, float, list]:
+    """(model folder, seconds, training log): the step budget split evenly between the
+    stages, validated CURVE_POINTS times in each."""
     stages = len(build_model(load_plans(store / "plans.json"), fusion).stages)
+    steps = total_steps(args) // stages
     began = time.perf_counter()
     result = train(
         TrainOptions(
@@ -103,16 +125,16 @@ def train_fold(fusion: str, fold: int, args: argparse.Namespace, store: Path, wo
             fold=fold,
             output=work / "results",
             device=args.device,
-            steps=args.steps // stages,
-            val_every=args.steps // stages,
+            steps=steps,
+            val_every=max(1, steps // CURVE_POINTS),
             seed=args.seed,
         )
     )
-    return result.model_dir, time.perf_counter() - began
+    return result.model_dir, time.perf_counter() - began, result.history
 
 
 def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path, reference: Path, work: Path) -> dict:
-    model_dir, trained_s = train_fold(fusion, 0, args, store, work)
+    model_dir, trained_s, history = train_fold(fusion, 0, args, store, work)
     model = load_model_folder(model_dir, resolve_device(args.device))
     began = time.perf_counter()
     report = predict_folder(model, inputs, work / "predictions" / fusion)
@@ -124,6 +146,7 @@ def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path,
     return {
         "rows": rows,
         "train_s": trained_s,
+        "history": history,
         "predict_s": predicted_s,
         "failed": report.failed,
         "weights_png": weights_png,
@@ -148,6 +171,7 @@ def run_ensemble(
     return {
         "rows": rows,
         "train_s": fold_0_s + extra_s,
+        "history": [],
         "predict_s": predicted_s,
         "failed": report.failed,
         "weights_png": None,
@@ -188,23 +212,95 @@ def mean_of(outcome: dict, key: str, n_inputs: int) -> float:
     return sum(values) / max(len(values), 1)
 
 
-def verdict(outcomes: dict[str, dict]) -> list[str]:
-    """Does TSF beat the image-level baselines with 2 and 3 inputs? Said plainly either way."""
-    if "tsf" not in outcomes:
-        return []
-    lines = []
-    for n_inputs in (2, 3):
-        tsf = mean_of(outcomes["tsf"], "psnr", n_inputs)
-        rivals = {f: mean_of(outcomes[f], "psnr", n_inputs) for f in IMAGE_LEVEL if f in outcomes}
+TSF_FAMILY = ("tsf", "tsf-ms")
+
+
+def mean_2_3(outcome: dict) -> float:
+    return (mean_of(outcome, "psnr", 2) + mean_of(outcome, "psnr", 3)) / 2
+
+
+def rises_with_inputs(name: str, outcome: dict) -> str:
+    psnrs = [mean_of(outcome, "psnr", n) for n in (1, 2, 3)]
+    rising = psnrs[0] < psnrs[1] < psnrs[2]
+    said = "rises" if rising else "does **not** rise"
+    return f"- {name}: {' -> '.join(f'{v:.2f}' for v in psnrs)} dB for 1 -> 2 -> 3 inputs: {said}."
+
+
+def verdicts(outcomes: dict[str, dict]) -> list[str]:
+    """The questions the comparison is for, answered from Table 1's PSNR (box) either way."""
+    singles = {k: v for k, v in outcomes.items() if v["history"]}  # not the ensemble
+    winner = max(singles, key=lambda k: mean_2_3(singles[k]))
+    lines = [f"Winner (mean PSNR over 2 and 3 inputs): **{winner}**.", "", "PSNR by number of inputs:"]
+    lines += [
+        rises_with_inputs(name, singles[name]) for name in dict.fromkeys([winner, *TSF_FAMILY]) if name in singles
+    ]
+    for ours in (f for f in TSF_FAMILY if f in singles):
+        rivals = [f for f in singles if f not in TSF_FAMILY]
         if not rivals:
             continue
-        best = max(rivals, key=rivals.get)
-        beaten = tsf > rivals[best]
-        lines.append(
-            f"- {n_inputs} inputs: TSF {tsf:.2f} dB vs best image-level baseline {best} {rivals[best]:.2f} dB: "
-            + ("TSF is ahead." if beaten else "TSF does **not** beat it.")
-        )
+        lines += ["", f"{ours} against every baseline ({', '.join(rivals)}):"]
+        for n_inputs in (2, 3):
+            mine = mean_of(singles[ours], "psnr", n_inputs)
+            best = max(rivals, key=lambda f: mean_of(singles[f], "psnr", n_inputs))
+            margin = mine - mean_of(singles[best], "psnr", n_inputs)
+            ahead = "ahead of every baseline" if margin > 0 else "**not** ahead of every baseline"
+            lines.append(f"- {n_inputs} inputs: {mine:.2f} dB, {margin:+.2f} dB against the best, {best}: {ahead}.")
+    if "tsf" in singles and "mean" in singles:
+        lines += ["", f"Does the task-specific fusion earn its place (tsf - mean >= {FUSION_MARGIN_DB} dB)?"]
+        for n_inputs in (2, 3):
+            gain = mean_of(singles["tsf"], "psnr", n_inputs) - mean_of(singles["mean"], "psnr", n_inputs)
+            lines.append(f"- {n_inputs} inputs: {gain:+.2f} dB: " + ("yes." if gain >= FUSION_MARGIN_DB else "**no**."))
     return lines
+
+
+def stage_curves(history: list[dict]) -> list[tuple[str, list[tuple[int, float, float]]]]:
+    """Per stage, in order: (stage, [(step over all stages, training minutes over all stages, val PSNR)])."""
+    curves, step_offset, minute_offset = [], 0, 0.0
+    for stage in dict.fromkeys(e["stage"] for e in history):
+        points = [
+            (step_offset + e["step"], minute_offset + e["train_s"] / 60, e["val_psnr"])
+            for e in history
+            if e["stage"] == stage and "val_psnr" in e and "train_s" in e
+        ]
+        if points:
+            curves.append((stage, points))
+            step_offset, minute_offset = points[-1][0], points[-1][1]
+    return curves
+
+
+def plateau(outcome: dict) -> str:
+    """Whether the last stage's validation PSNR levelled off over its last interval."""
+    curves = stage_curves(outcome["history"])
+    if not curves or len(curves[-1][1]) < 2:
+        return "too few validations to tell"
+    stage, points = curves[-1]
+    gain = points[-1][2] - points[-2][2]
+    state = "levelled off" if gain < PLATEAU_DB else "**still rising**"
+    return f"{stage}: {gain:+.2f} dB over its last {points[-1][0] - points[-2][0]} steps: {state}"
+
+
+def plot_learning_curves(outcomes: dict[str, dict], path: Path) -> Path:
+    """Validation PSNR of every method against steps and against training minutes (one colour
+    per method; a two-stage method's first stage dashed: it validates one-to-one tasks)."""
+    from tsfnet.plotting import plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for index, (name, outcome) in enumerate(o for o in outcomes.items() if o[1]["history"]):
+        colour = plt.get_cmap("tab10")(index % 10)
+        curves = stage_curves(outcome["history"])
+        for position, (_stage, points) in enumerate(curves):
+            steps, minutes, psnrs = zip(*points, strict=True)
+            style = "--" if position < len(curves) - 1 else "-"
+            label = name if position == len(curves) - 1 else None
+            axes[0].plot(steps, psnrs, style, marker="o", markersize=3, color=colour, label=label)
+            axes[1].plot(minutes, psnrs, style, marker="o", markersize=3, color=colour, label=label)
+    axes[0].set(title="validation PSNR (brain) against steps", xlabel="training step (all stages)", ylabel="dB")
+    axes[1].set(title="... against training time", xlabel="training minutes (validation excluded)", ylabel="dB")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def tsem_table(outcome: dict) -> list[str]:
@@ -231,11 +327,12 @@ def scale_weights_table(rows: list[dict]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", type=int, default=60)
-    parser.add_argument("--val", type=int, default=10)
-    parser.add_argument("--test", type=int, default=30)
-    parser.add_argument("--downsample", type=int, default=4, help="phantom resolution divisor (CPU mode)")
-    parser.add_argument("--steps", type=int, default=1200, help="total training steps per method")
+    parser.add_argument("--train", type=int, default=TRAIN_CASES)
+    parser.add_argument("--val", type=int, default=2)
+    parser.add_argument("--test", type=int, default=4)
+    parser.add_argument("--downsample", type=int, default=1, help="phantom resolution divisor (1: its native 1 mm)")
+    parser.add_argument("--steps", type=int, default=STEPS, help="training steps per method, all stages together")
+    parser.add_argument("--budget", type=float, default=1.0, help="multiplies --steps: 4 runs four times longer")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -244,7 +341,10 @@ def main() -> None:
         "--task-sampling", default="per_batch", choices=["per_batch", "per_sample"], help="tasks per batch or sample"
     )
     parser.add_argument("--fusions", default=",".join(FUSIONS))
-    parser.add_argument("--full", action="store_true", help="full resolution and the planned network (GPU)")
+    parser.add_argument("--full", action="store_true", help="whole slices and the planned network (GPU)")
+    parser.add_argument(
+        "--all-subsets", action="store_true", help="all 14 input subsets per test case (default: one per size)"
+    )
     parser.add_argument("--lpips-weights", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep the data and models here")
     parser.add_argument(
@@ -265,30 +365,44 @@ def main() -> None:
     ensemble_name = f"tsf x{args.ensemble_folds} folds"
     if args.ensemble_folds:
         outcomes[ensemble_name] = run_ensemble(args, store, inputs, reference, work, outcomes["tsf"]["train_s"])
-    total_min = (time.perf_counter() - began) / 60
-    weights_png = next((o["weights_png"] for o in outcomes.values() if o["weights_png"]), None)
+    print(write_result(RESULT, report(args, outcomes, (time.perf_counter() - began) / 60)).read_text())
+
+
+def report(args: argparse.Namespace, outcomes: dict[str, dict], total_min: float) -> list[str]:
     command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
+    resolution = f"{args.downsample} mm" if not args.full else "1 mm"
+    scenarios = "all 14 input subsets" if args.all_subsets else "one random input subset of each size (1, 2, 3)"
     lines = [
         "# quality: the paper's comparison on the phantom dataset",
         "",
         f"Command: `{command}`",
         f"Machine: {machine()}; device {args.device}; {total_min:.0f} min in all.",
         "",
-        f"Data: {args.train} train / {args.val} val / {args.test} test phantom cases "
-        f"({'full resolution' if args.full else f'1/{args.downsample} resolution'}), seed {args.seed}. "
-        f"Every method: {args.steps} steps in total (split evenly between stages), batch {args.batch}, "
-        f"tasks drawn {args.task_sampling.replace('_', ' ')}; "
-        "all 28 tasks per test case (the 14 proper input subsets). Metrics: `tsfnet evaluate` "
-        "('box' = brain bounding box on [-1, 1], data range 2; 'brain' = inside the brain mask).",
+        f"Data: {args.train} train / {args.val} val / {args.test} test phantom cases at {resolution}, seed "
+        f"{args.seed}. Every method: {total_steps(args)} steps in total (split evenly between stages), batch "
+        f"{args.batch} of {' x '.join(map(str, args.patch))} {'slices' if args.full else 'patches'}, tasks drawn "
+        f"{args.task_sampling.replace('_', ' ')}, validated {CURVE_POINTS} times per stage; whole slices in "
+        f"inference. Test scenarios: {scenarios} per test case, every missing sequence synthesised. Metrics: "
+        "`tsfnet evaluate` ('box' = brain bounding box on [-1, 1], data range 2; 'brain' = inside the brain "
+        "mask; 'lesion' = inside the tumour labels).",
         "",
         "## Table 1: by number of inputs (mean ± sd over tasks and cases)",
         "",
         *table1(outcomes),
         "",
+        "## Verdicts",
+        "",
+        *verdicts(outcomes),
+        "",
+        "## Learning curves",
+        "",
+        f"`{plot_learning_curves(outcomes, result_path(RESULT, '_curves.png')).name}`: validation PSNR (inside "
+        "the brain, the validation cases) against steps and against training minutes. Did the budget reach a "
+        f"plateau (the last stage gaining under {PLATEAU_DB} dB over its last validation interval)?",
+        "",
+        *[f"- {name}: {plateau(o)}." for name, o in outcomes.items() if o["history"]],
+        "",
     ]
-    said = verdict(outcomes)
-    if said:  # only when an image-level baseline ran beside tsf
-        lines += ["## Does TSF beat the image-level baselines?", "", *said, ""]
     if "tsf" in outcomes:
         lines += ["## Table 2: TSF, PSNR inside / outside the TSEM > 99th percentile region", ""]
         lines += [*tsem_table(outcomes["tsf"]), ""]
@@ -298,6 +412,7 @@ def main() -> None:
         lines += ["## tsf-ms: ω per scale (the finest first), all other sequences as sources", ""]
         lines += [*scale_weights_table(outcomes["tsf-ms"]["scale_weights"]), ""]
     if args.ensemble_folds:
+        name = f"tsf x{args.ensemble_folds} folds"
         lines += [f"## TSF: {args.ensemble_folds}-fold ensemble against fold 0 (same budget per fold)", ""]
         lines += [
             f"Fold k trains on {args.train} cases and validates on {args.val}: the case list rotated by k "
@@ -305,18 +420,19 @@ def main() -> None:
             "above the folds averages them in normalised space.",
             "",
         ]
-        lines += [*ensemble_gain(outcomes["tsf"], outcomes[ensemble_name], args.ensemble_folds), ""]
-    lines += ["## Cost", "", "| method | parameters | train min | predict s (all tasks) | failed cases |"]
+        lines += [*ensemble_gain(outcomes["tsf"], outcomes[name], args.ensemble_folds), ""]
+    lines += ["## Cost", "", "| method | parameters | train min | predict s (all scenarios) | failed cases |"]
     lines += ["|---|---|---|---|---|"]
     for fusion, o in outcomes.items():
         lines.append(
             f"| {fusion} | {o['parameters']:,} | {o['train_s'] / 60:.1f} | {o['predict_s']:.0f} | {len(o['failed'])} |"
         )
+    weights_png = next((o["weights_png"] for o in outcomes.values() if o["weights_png"]), None)
     if weights_png is not None:
-        chart = result_path("quality", "_weights.png")
+        chart = result_path(RESULT, "_weights.png")
         shutil.copy(weights_png, chart)
         lines += ["", f"ω per target (TSF, the paper's Fig. 3): `{chart.name}`."]
-    print(write_result("quality", lines).read_text())
+    return lines
 
 
 if __name__ == "__main__":

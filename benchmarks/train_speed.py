@@ -10,7 +10,7 @@ and `paper` (192x192 slices, the paper's network, batch 8). Rows: tsf pretrain a
 with one task per sample and per batch (`training.task_sampling`), mmgan and hinet.
 
     python benchmarks/train_speed.py [--device cpu] [--sizes demo,paper] [--rows all]
-        [--warmup 2] [--steps 6] [--bare 3] [--workers 2] [--precision bf16] [--compile]
+        [--warmup 2] [--steps 6] [--bare 3] [--workers 2] [--precision auto] [--compile]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import tsfnet.training.runner as runner
 from tsfnet.atomic import write_json
 from tsfnet.data.dataset import RawDataset
 from tsfnet.data.phantom import write_dataset
+from tsfnet.devices import resolve_precision
 from tsfnet.planning.api import plan
 from tsfnet.planning.planner import network_for
 from tsfnet.planning.plans import save_plans
@@ -199,7 +200,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps")
     parser.add_argument("--bare", type=int, default=3, help="repeats of the bare step")
     parser.add_argument("--workers", type=int, default=2, help="augmentation worker processes")
-    parser.add_argument("--precision", default="bf16", help="bf16 autocast on CUDA (the CPU trains in fp32)")
+    parser.add_argument("--precision", default="auto", help="auto (bf16 where native), bf16 or fp32, as `tsfnet train`")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--work", type=Path, default=None, help="keep the stores here")
     args = parser.parse_args()
@@ -217,7 +218,7 @@ def main() -> None:
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     cuda = device.type == "cuda"
-    precision = args.precision if cuda else "fp32"
+    precision = resolve_precision(device, args.precision)
     header = "| size | row | steps / s | slices / s | waiting for data | bare step s | runner overhead |"
     header += " TFLOP/s | of bf16 peak |" if cuda else ""
     result = [

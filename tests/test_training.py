@@ -44,6 +44,9 @@ def test_model_folder_after_both_stages(trained):
     log = read_log(folder)
     assert {e["stage"] for e in log} == {"pretrain", "finetune"}
     assert any("val_psnr" in e and np.isfinite(e["val_psnr"]) for e in log if e["stage"] == "finetune")
+    for stage in ("pretrain", "finetune"):  # training seconds without validation: learning curves against time
+        clock = [e["train_s"] for e in log if e["stage"] == stage and "val_psnr" in e]
+        assert clock and all(t > 0 for t in clock) and clock == sorted(clock)
     latest = load_checkpoint(folder / "checkpoint_latest.pt", "tsf")
     assert latest["stage"] == "finetune" and latest["step"] == 6 and latest["stage_done"]
 

@@ -291,7 +291,7 @@ class Runner:
         batches = batch_iterator(loader, self.training.augment, workers, self.seed + start)
         val_every = self.options.val_every or self.training.val_every
         self.model.train()
-        running, began = LossMeter(stage.name), time.time()
+        running, began, validating_s = LossMeter(stage.name), time.time(), 0.0
         try:
             with make_progress() as progress:
                 task = progress.add_task(
@@ -327,7 +327,9 @@ class Runner:
                     if validate_now or self.stop.requested:
                         running.check(step)  # never checkpoint weights a non-finite loss has touched
                     if validate_now:
-                        best = self.validate_and_save(stage, step, steps, optimizers, schedulers, best)
+                        training_s, validation_began = time.time() - began - validating_s, time.time()
+                        best = self.validate_and_save(stage, step, steps, optimizers, schedulers, best, training_s)
+                        validating_s += time.time() - validation_began
                     if self.stop.requested:
                         self.save_and_stop(stage, step, steps, optimizers, schedulers, best)
         finally:
@@ -378,7 +380,11 @@ class Runner:
                 parts.append(f"{flag} {shlex.quote(str(value))}")
         return " ".join([*parts, "--resume"])
 
-    def validate_and_save(self, stage: Stage, step: int, steps: int, optimizers, schedulers, best: float) -> float:
+    def validate_and_save(
+        self, stage: Stage, step: int, steps: int, optimizers, schedulers, best: float, training_s: float
+    ) -> float:
+        """`training_s`: this run's seconds in the stage so far without validation (logged as
+        `train_s`, for learning curves against time)."""
         metrics: dict[str, float] = {}
         if self.dist.is_main:
             metrics = validate(
@@ -393,7 +399,8 @@ class Runner:
                 labels=self.plans.labels,
                 precision=self.precision,
             )
-            self.log_event({"stage": stage.name, "step": step, **{f"val_{k}": v for k, v in metrics.items()}})
+            scores = {f"val_{k}": v for k, v in metrics.items()}
+            self.log_event({"stage": stage.name, "step": step, "train_s": round(training_s, 2), **scores})
             score = metrics.get("dice", metrics.get("psnr", -float("inf")))
             done = step == steps
             improved = score > best

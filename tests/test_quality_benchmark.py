@@ -1,0 +1,66 @@
+"""benchmarks/quality.py's verdicts and learning curves: the lines its result file is read for."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location("quality_benchmark", BENCHMARKS / "quality.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def outcome(psnr_by_inputs: dict[int, float], history: list[dict] | None = None) -> dict:
+    rows = [{"n_inputs": n, "psnr": value} for n, value in psnr_by_inputs.items()]
+    return {"rows": rows, "history": history if history is not None else [{"stage": "s", "step": 1}]}
+
+
+def validations(stage: str, points: list[tuple[int, float, float]]) -> list[dict]:
+    return [{"stage": stage, "step": s, "train_s": t, "val_psnr": v} for s, t, v in points]
+
+
+def test_verdicts_name_the_winner_margins_and_the_fusion_gain(quality):
+    outcomes = {
+        "tsf": outcome({1: 20.0, 2: 21.0, 3: 21.5}),
+        "mean": outcome({1: 20.0, 2: 20.9, 3: 21.4}),
+        "hinet": outcome({1: 21.0, 2: 22.0, 3: 21.9}),
+        "tsf x5 folds": outcome({1: 30.0, 2: 30.0, 3: 30.0}, history=[]),  # an ensemble is no contender
+    }
+    text = "\n".join(quality.verdicts(outcomes))
+    assert "Winner (mean PSNR over 2 and 3 inputs): **hinet**" in text
+    assert "- hinet: 21.00 -> 22.00 -> 21.90 dB for 1 -> 2 -> 3 inputs: does **not** rise." in text
+    assert "- tsf: 20.00 -> 21.00 -> 21.50 dB for 1 -> 2 -> 3 inputs: rises." in text
+    assert "- 2 inputs: 21.00 dB, -1.00 dB against the best, hinet: **not** ahead of every baseline." in text
+    assert "- 3 inputs: +0.10 dB: **no**." in text  # tsf - mean under the 0.3 dB target
+
+
+def test_stage_curves_continue_steps_and_minutes_across_stages(quality):
+    history = validations("pretrain", [(5, 60.0, 14.0), (10, 120.0, 15.0)])
+    history += [{"stage": "finetune", "step": 3, "loss": 1.0}]  # loss lines are not validations
+    history += validations("finetune", [(5, 30.0, 16.0), (10, 60.0, 16.05)])
+    curves = quality.stage_curves(history)
+    assert [stage for stage, _ in curves] == ["pretrain", "finetune"]
+    assert curves[1][1] == [(15, 2.5, 16.0), (20, 3.0, 16.05)]
+    assert quality.plateau({"history": history}) == "finetune: +0.05 dB over its last 5 steps: levelled off"
+    rising = validations("finetune", [(5, 30.0, 16.0), (10, 60.0, 17.0)])
+    assert "**still rising**" in quality.plateau({"history": rising})
+
+
+def test_learning_curve_chart_is_written(quality, tmp_path):
+    history = validations("pretrain", [(5, 60.0, 14.0), (10, 120.0, 15.0)])
+    history += validations("finetune", [(5, 30.0, 16.0), (10, 60.0, 16.5)])
+    path = quality.plot_learning_curves({"tsf": {"history": history}, "mean": {"history": history}}, tmp_path / "c.png")
+    assert path.is_file() and path.stat().st_size > 10_000
