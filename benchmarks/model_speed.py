@@ -61,7 +61,7 @@ def random_batch(shape: tuple[int, ...], batch: int, device: torch.device, sampl
         target_image=images[torch.arange(batch), target, :1].contiguous(),
         brain_mask=torch.ones(batch, 1, *shape, dtype=torch.bool, device=device),
         available=torch.ones(batch, N, device=device),
-        shared_task=per_batch,
+        shared_sources=tuple(tasks[0][0]) if per_batch else None,
     )
 
 

@@ -11,7 +11,7 @@ import torch
 from tests.test_model import plans
 from tests.test_training_parts import make_store
 from tsfnet.errors import TsfnetError
-from tsfnet.model import FusionModel
+from tsfnet.model import FusionModel, build_model
 from tsfnet.nets.hyper import HyperLinear
 from tsfnet.planning.plans import load_plans, save_plans, validate_plans
 from tsfnet.training.data import TaskBatchLoader, to_batch
@@ -105,4 +105,34 @@ def test_pretrain_forward_on_a_shared_task_compiles_without_graph_breaks():
     torch.manual_seed(0)
     model = FusionModel(plans(), "tsf")
     explained = torch._dynamo.explain(model)(torch.randn(4, 1, 16, 16), torch.tensor([2]), phase="one_to_one")
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+
+
+@pytest.mark.parametrize("fusion", ["tsf", "tsf-ms"])
+def test_sources_known_on_the_host_give_the_masked_result(fusion):
+    """Static indexing of shared sources (the training batch's `shared_sources`, inference's
+    task) encodes exactly what indexing by the mask does, in either order of the sources."""
+    torch.manual_seed(0)
+    model = FusionModel(plans(), "tsf") if fusion == "tsf" else build_model(plans(), fusion)
+    images = torch.randn(3, N, 1, 16, 16)
+    mask = torch.tensor([[0.0, 1, 0, 1]]).expand(3, N)
+    masked = model(images, mask, torch.tensor([0]))
+    for sources in ((1, 3), (3, 1)):
+        static = model(images, mask, torch.tensor([0]), sources=sources)
+        assert torch.allclose(static.output, masked.output, atol=1e-6)
+        assert torch.allclose(static.weights, masked.weights, atol=1e-6)
+
+
+def test_loader_batch_names_its_shared_sources_on_the_host(store):
+    _plans, cases = make_store(store)
+    loader = TaskBatchLoader(cases, [16, 16], 4, "many_to_one", seed=1, task_sampling="per_batch")
+    batch = to_batch(loader.generate_train_batch(), N, 1)
+    assert batch.shared_sources == tuple(batch.source_mask[0].nonzero()[:, 0].tolist())
+
+
+def test_finetune_forward_on_a_shared_task_compiles_without_graph_breaks():
+    torch.manual_seed(0)
+    model = FusionModel(plans(), "tsf")
+    mask = torch.tensor([[1.0, 0, 1, 0]]).expand(2, N)
+    explained = torch._dynamo.explain(model)(torch.randn(2, N, 1, 16, 16), mask, torch.tensor([3]), sources=(0, 2))
     assert explained.graph_break_count == 0 and explained.graph_count == 1

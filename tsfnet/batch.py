@@ -16,8 +16,13 @@ class Batch:
     brain_mask: torch.Tensor  # (B, 1, *S) bool
     label: torch.Tensor | None = None  # (B, *S) long
     available: torch.Tensor | None = None  # (B, N) float 0/1: the sequences the case has
-    # Every sample has the same sources and target: known on the host when the batch is built.
-    shared_task: bool = field(default=False, kw_only=True)
+    # The sources, when every sample has the same sources and target: known on the host when
+    # the batch is built, so the model indexes them statically (no device sync, no graph break).
+    shared_sources: tuple[int, ...] | None = field(default=None, kw_only=True)
+
+    @property
+    def shared_task(self) -> bool:
+        return self.shared_sources is not None
 
     @property
     def task_target(self) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tsfnet.errors import TsfnetError
-from tsfnet.fusion.base import FeatureFusion, ModelOutput, Network
+from tsfnet.fusion.base import FeatureFusion, ModelOutput, Network, gather_sources
 from tsfnet.nets.seq2seq import Encoder
 from tsfnet.planning.plans import Plans, as_plans
 from tsfnet.registry import registry
@@ -46,13 +46,12 @@ class Seq2SeqCore(Network):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"encoder": list(self.encoder.parameters()), "head": list(self.head.parameters())}
 
-    def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, images: torch.Tensor, source_mask: torch.Tensor, sources: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
         """E on the sources only: (B, N, Cin, *S) -> (B, N, C, *S'), zeros elsewhere."""
-        index = source_mask.bool().nonzero(as_tuple=True)
-        features = self.encoder(images[index])
-        out = features.new_zeros(*source_mask.shape, *features.shape[1:])
-        out[index] = features
-        return out
+        chosen, scatter = gather_sources(images, source_mask, sources)
+        return scatter(self.encoder(chosen))
 
     def one_to_one(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Stage 1: (source image (B, Cin, *S), target) -> G(E(x) | target)."""

@@ -42,7 +42,9 @@ class AdversarialNetwork(Network):
         self.context = configuration.context_slices
         self.patch_size = configuration.patch_size
 
-    def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, images: torch.Tensor, source_mask: torch.Tensor, sources: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
         """Missing inputs are zero-filled (MM-GAN's imputation; images live in [-1, 1])."""
         return images * expand_mask(source_mask.to(images.dtype), images)
 

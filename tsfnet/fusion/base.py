@@ -15,6 +15,7 @@ when it registers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -71,8 +72,11 @@ class Network(nn.Module):
         """Named parts, e.g. encoder / fusion / head; by default the whole network."""
         return {"network": list(self.parameters())}
 
-    def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
-        """(B, N, Cin, *S) images -> whatever `decode` consumes."""
+    def encode(
+        self, images: torch.Tensor, source_mask: torch.Tensor, sources: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
+        """(B, N, Cin, *S) images -> whatever `decode` consumes. `sources`: the source indices
+        when every sample shares them (known on the host; see `gather_sources`), else None."""
         raise NotImplementedError
 
     def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
@@ -80,14 +84,46 @@ class Network(nn.Module):
         the caller knows that on the host, and task-conditioned layers then run dense."""
         raise NotImplementedError
 
-    def synthesise(self, images: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
+    def synthesise(
+        self,
+        images: torch.Tensor,
+        source_mask: torch.Tensor,
+        target: torch.Tensor,
+        sources: tuple[int, ...] | None = None,
+    ) -> ModelOutput:
         source_mask = source_mask.to(images.dtype)
-        return self.decode(self.encode(images, source_mask), source_mask, target)
+        return self.decode(self.encode(images, source_mask, sources), source_mask, target)
 
     def forward(self, *args, phase: str = "synthesise", **kwargs):
         if phase not in self.phases:
             raise ValueError(f"{type(self).__name__} has no phase '{phase}'; it has {', '.join(self.phases)}")
         return getattr(self, phase)(*args, **kwargs)
+
+
+def gather_sources(
+    images: torch.Tensor, source_mask: torch.Tensor, sources: tuple[int, ...] | None
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+    """The source images of every sample, flattened to (B·k, Cin, *S), and the function that
+    puts per-source results back as (B, N, ...) with zeros for non-sources. With `sources`
+    known on the host the indexing is static; from the mask alone it needs `nonzero`, a
+    device-to-host sync and a torch.compile graph break."""
+    if sources is not None:
+        chosen, batch = list(sources), images.shape[0]
+
+        def scatter(features: torch.Tensor) -> torch.Tensor:
+            out = features.new_zeros(batch, source_mask.shape[1], *features.shape[1:])
+            out[:, chosen] = features.view(batch, len(chosen), *features.shape[1:])
+            return out
+
+        return images[:, chosen].flatten(0, 1), scatter
+    index = source_mask.bool().nonzero(as_tuple=True)
+
+    def scatter_masked(features: torch.Tensor) -> torch.Tensor:
+        out = features.new_zeros(*source_mask.shape, *features.shape[1:])
+        out[index] = features
+        return out
+
+    return images[index], scatter_masked
 
 
 def weighted_sum(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

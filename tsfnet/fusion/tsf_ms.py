@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsfnet.fusion.base import ModelOutput, weighted_sum
+from tsfnet.fusion.base import ModelOutput, gather_sources, weighted_sum
 from tsfnet.fusion.tsf import TaskSpecificFusion, TaskWeighting
 from tsfnet.model import FusionModel, Seq2SeqCore
 from tsfnet.nets.blocks import HyperConvNormAct
@@ -153,15 +153,12 @@ class MultiScaleTSF(FusionModel):
         self.head = SkipSynthesisHead(network, self.n_sequences, self.dims)
         self.fusion = MultiScaleFusion(self.n_sequences, list(network["encoder_widths"]), self.dims, **options)
 
-    def encode(self, images: torch.Tensor, source_mask: torch.Tensor) -> list[torch.Tensor]:
+    def encode(
+        self, images: torch.Tensor, source_mask: torch.Tensor, sources: tuple[int, ...] | None = None
+    ) -> list[torch.Tensor]:
         """E on the sources only: per scale (B, N, C_s, *S_s), zeros where not a source."""
-        index = source_mask.bool().nonzero(as_tuple=True)
-        out = []
-        for features in encoder_levels(self.encoder, images[index], self.levels):
-            scattered = features.new_zeros(*source_mask.shape, *features.shape[1:])
-            scattered[index] = features
-            out.append(scattered)
-        return out
+        chosen, scatter = gather_sources(images, source_mask, sources)
+        return [scatter(features) for features in encoder_levels(self.encoder, chosen, self.levels)]
 
     def decode(self, features: list[torch.Tensor], source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
         code = task_code(source_mask[: len(target)], target, self.n_sequences)

@@ -132,7 +132,7 @@ def predict_targets(
             batch = x.shape[0]
             mask = torch.zeros(batch, n, device=device)
             mask[:, list(sources)] = 1
-            features = model.encode(x.to(device), mask)
+            features = model.encode(x.to(device), mask, tuple(sources))  # sources known here: no device sync
             for target in targets:
                 # One target for the whole batch, said by its shape: dense HyperConvs, no device check.
                 out = model.decode(features, mask, torch.full((1,), target, dtype=torch.long, device=device))

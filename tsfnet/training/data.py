@@ -247,6 +247,7 @@ def to_batch(raw: dict, n_sequences: int, context: int) -> Batch:
     seg = torch.from_numpy(np.ascontiguousarray(raw["seg"]))
     source_mask = np.asarray(raw["source_mask"])
     shared = bool((targets == targets[0]).all() and (source_mask == source_mask[:1]).all())
+    sources = tuple(int(s) for s in np.flatnonzero(source_mask[0])) if shared else None
     return Batch(
         images=images,
         source_mask=torch.from_numpy(source_mask).float(),
@@ -255,5 +256,5 @@ def to_batch(raw: dict, n_sequences: int, context: int) -> Batch:
         target_image=centre.unsqueeze(1).contiguous(),
         brain_mask=seg[:, :1] > 0.5,
         label=seg[:, 1].round().long(),
-        shared_task=shared,
+        shared_sources=sources,
     )

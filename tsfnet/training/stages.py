@@ -138,7 +138,7 @@ class FinetuneStage(Stage):
         model.load_state_dict(encoder_and_head, strict=False)
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
-        out = model(batch.images, batch.source_mask, batch.task_target)
+        out = model(batch.images, batch.source_mask, batch.task_target, sources=batch.shared_sources)
         loss = criterion(out.output, batch.target_image)
         if out.base is not None:
             loss = loss + criterion(out.base, batch.target_image)
@@ -160,7 +160,7 @@ class SegmentStage(Stage):
     defaults: ClassVar[dict] = {"steps": 10000, "lr": 1e-4, "schedule": "poly"}
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
-        out = model(batch.images, batch.source_mask, batch.task_target)
+        out = model(batch.images, batch.source_mask, batch.task_target, sources=batch.shared_sources)
         assert batch.label is not None
         loss = F.cross_entropy(out.output, batch.label) + soft_dice_loss(out.output, batch.label)
         if out.base is not None:
