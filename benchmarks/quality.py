@@ -19,6 +19,7 @@ target, the paper's Fig. 3).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -140,19 +141,38 @@ def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path,
     report = predict_folder(model, inputs, work / "predictions" / fusion)
     predicted_s = time.perf_counter() - began
     rows, _ = evaluate(work / "predictions" / fusion, reference, work / "evaluation" / fusion, args.lpips_weights)
-    weights_png = None
-    if fusion == "tsf":
-        _, weights_png = explain_weights(model, work / "explanations")
+    return outcome(fusion, model, rows, history, trained_s, predicted_s, report.failed, work)
+
+
+def outcome(
+    fusion: str, model, rows, history, train_s: float, predict_s: float | None, failed: dict, work: Path
+) -> dict:
     return {
         "rows": rows,
-        "train_s": trained_s,
+        "train_s": train_s,
         "history": history,
-        "predict_s": predicted_s,
-        "failed": report.failed,
-        "weights_png": weights_png,
+        "predict_s": predict_s,
+        "failed": failed,
+        "weights_png": explain_weights(model, work / "explanations")[1] if fusion == "tsf" else None,
         "scale_weights": scale_task_weights(model.model, model.channel_names) if fusion == "tsf-ms" else None,
         "parameters": sum(p.numel() for p in model.model.parameters()),
     }
+
+
+def finished_outcome(fusion: str, args: argparse.Namespace, work: Path) -> dict | None:
+    """`--report-only`: a method that a stopped run trained, predicted and evaluated, rebuilt
+    from its work folder (train time without validation, from the training log; no predict time)."""
+    model_dir = work / "results" / f"{fusion}__plans__2d" / "fold_0"
+    if not (work / "evaluation" / fusion / "summary.md").is_file():
+        return None
+    history = [json.loads(line) for line in (model_dir / "training_log.jsonl").read_text().splitlines()]
+    train_s = sum(stage[-1][1] * 60 for _, stage in stage_curves(history))
+    model = load_model_folder(model_dir, resolve_device(args.device))
+    reference = work / "test" / "reference"
+    rows, _ = evaluate(
+        work / "predictions" / fusion, reference, work / "report_evaluation" / fusion, args.lpips_weights
+    )
+    return outcome(fusion, model, rows, history, train_s, None, {}, work)
 
 
 def run_ensemble(
@@ -348,6 +368,11 @@ def main() -> None:
     parser.add_argument("--lpips-weights", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep the data and models here")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the report from a stopped run's --work folder: the methods it finished (same other options)",
+    )
+    parser.add_argument(
         "--ensemble-folds",
         type=int,
         default=0,
@@ -358,6 +383,16 @@ def main() -> None:
         parser.error("--ensemble-folds takes 0 (off) or at least 2")
     if args.ensemble_folds and "tsf" not in args.fusions.split(","):
         parser.error("--ensemble-folds compares with tsf's fold 0: keep tsf in --fusions")
+    if args.report_only:
+        if args.work is None:
+            parser.error("--report-only reads a stopped run's --work folder")
+        planned = load_plans(next((args.work / "preprocessed").glob("*/plans.json")))
+        args.patch = planned["configurations"]["2d"]["patch_size"]
+        found = {f: finished_outcome(f, args, args.work) for f in args.fusions.split(",")}
+        outcomes = {f: o for f, o in found.items() if o is not None}
+        missing = [f for f, o in found.items() if o is None]
+        print(write_result(RESULT, report(args, outcomes, None, missing)).read_text())
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix="tsfnet_quality_"))
     began = time.perf_counter()
     _raw, store, inputs, reference = prepare_data(args, work)
@@ -368,7 +403,9 @@ def main() -> None:
     print(write_result(RESULT, report(args, outcomes, (time.perf_counter() - began) / 60)).read_text())
 
 
-def report(args: argparse.Namespace, outcomes: dict[str, dict], total_min: float) -> list[str]:
+def report(
+    args: argparse.Namespace, outcomes: dict[str, dict], total_min: float | None, missing: list[str] = ()
+) -> list[str]:
     command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
     resolution = f"{args.downsample} mm" if not args.full else "1 mm"
     scenarios = "all 14 input subsets" if args.all_subsets else "one random input subset of each size (1, 2, 3)"
@@ -376,8 +413,14 @@ def report(args: argparse.Namespace, outcomes: dict[str, dict], total_min: float
         "# quality: the paper's comparison on the phantom dataset",
         "",
         f"Command: `{command}`",
-        f"Machine: {machine()}; device {args.device}; {total_min:.0f} min in all.",
+        f"Machine: {machine()}; device {args.device}; "
+        + (f"{total_min:.0f} min in all." if total_min is not None else "the report rebuilt from a stopped run."),
         "",
+        *(
+            [f"**Not finished when the run was stopped, so not compared: {', '.join(missing)}.**", ""]
+            if missing
+            else []
+        ),
         f"Data: {args.train} train / {args.val} val / {args.test} test phantom cases at {resolution}, seed "
         f"{args.seed}. Every method: {total_steps(args)} steps in total (split evenly between stages), batch "
         f"{args.batch} of {' x '.join(map(str, args.patch))} {'slices' if args.full else 'patches'}, tasks drawn "
@@ -425,7 +468,9 @@ def report(args: argparse.Namespace, outcomes: dict[str, dict], total_min: float
     lines += ["|---|---|---|---|---|"]
     for fusion, o in outcomes.items():
         lines.append(
-            f"| {fusion} | {o['parameters']:,} | {o['train_s'] / 60:.1f} | {o['predict_s']:.0f} | {len(o['failed'])} |"
+            f"| {fusion} | {o['parameters']:,} | {o['train_s'] / 60:.1f} | "
+            + (f"{o['predict_s']:.0f}" if o["predict_s"] is not None else "n/a")
+            + f" | {len(o['failed'])} |"
         )
     weights_png = next((o["weights_png"] for o in outcomes.values() if o["weights_png"]), None)
     if weights_png is not None:
