@@ -19,6 +19,7 @@ target, the paper's Fig. 3).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import sys
@@ -163,16 +164,24 @@ def finished_outcome(fusion: str, args: argparse.Namespace, work: Path) -> dict 
     """`--report-only`: a method that a stopped run trained, predicted and evaluated, rebuilt
     from its work folder (train time without validation, from the training log; no predict time)."""
     model_dir = work / "results" / f"{fusion}__plans__2d" / "fold_0"
-    if not (work / "evaluation" / fusion / "summary.md").is_file():
+    if not (work / "evaluation" / fusion / "metrics.csv").is_file():
         return None
     history = [json.loads(line) for line in (model_dir / "training_log.jsonl").read_text().splitlines()]
     train_s = sum(stage[-1][1] * 60 for _, stage in stage_curves(history))
     model = load_model_folder(model_dir, resolve_device(args.device))
-    reference = work / "test" / "reference"
-    rows, _ = evaluate(
-        work / "predictions" / fusion, reference, work / "report_evaluation" / fusion, args.lpips_weights
-    )
+    with (work / "evaluation" / fusion / "metrics.csv").open() as handle:
+        rows = [{key: number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
     return outcome(fusion, model, rows, history, train_s, None, {}, work)
+
+
+def number(text: str) -> float | int | str:
+    """A metrics.csv cell as evaluate returned it: ints, floats (nan included) or text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def run_ensemble(
