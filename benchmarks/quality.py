@@ -163,13 +163,15 @@ def outcome(
 def finished_outcome(fusion: str, args: argparse.Namespace, work: Path) -> dict | None:
     """`--report-only`: a method that a stopped run trained, predicted and evaluated, rebuilt
     from its work folder (train time without validation, from the training log; no predict time)."""
-    model_dir = work / "results" / f"{fusion}__plans__2d" / "fold_0"
-    if not (work / "evaluation" / fusion / "metrics.csv").is_file():
+    metrics = work / "evaluation" / fusion / "metrics.csv"
+    if not metrics.is_file():
         return None
+    model_dir = work / "results" / f"{fusion}__plans__2d" / "fold_0"
     history = [json.loads(line) for line in (model_dir / "training_log.jsonl").read_text().splitlines()]
-    train_s = sum(stage[-1][1] * 60 for _, stage in stage_curves(history))
+    curves = stage_curves(history)
+    train_s = curves[-1][1][-1][1] * 60 if curves else 0.0  # the curves' minutes run on over the stages
     model = load_model_folder(model_dir, resolve_device(args.device))
-    with (work / "evaluation" / fusion / "metrics.csv").open() as handle:
+    with metrics.open() as handle:
         rows = [{key: number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
     return outcome(fusion, model, rows, history, train_s, None, {}, work)
 

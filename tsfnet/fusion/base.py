@@ -108,22 +108,17 @@ def gather_sources(
     known on the host the indexing is static; from the mask alone it needs `nonzero`, a
     device-to-host sync and a torch.compile graph break."""
     if sources is not None:
-        chosen, batch = list(sources), images.shape[0]
+        index, grouped = (slice(None), list(sources)), (images.shape[0], len(sources))
+    else:
+        index, grouped = source_mask.bool().nonzero(as_tuple=True), (-1,)
+    chosen = images[index].reshape(-1, *images.shape[2:])
 
-        def scatter(features: torch.Tensor) -> torch.Tensor:
-            out = features.new_zeros(batch, source_mask.shape[1], *features.shape[1:])
-            out[:, chosen] = features.view(batch, len(chosen), *features.shape[1:])
-            return out
-
-        return images[:, chosen].flatten(0, 1), scatter
-    index = source_mask.bool().nonzero(as_tuple=True)
-
-    def scatter_masked(features: torch.Tensor) -> torch.Tensor:
+    def scatter(features: torch.Tensor) -> torch.Tensor:
         out = features.new_zeros(*source_mask.shape, *features.shape[1:])
-        out[index] = features
+        out[index] = features.view(*grouped, *features.shape[1:])
         return out
 
-    return images[index], scatter_masked
+    return chosen, scatter
 
 
 def weighted_sum(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

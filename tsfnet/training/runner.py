@@ -1,8 +1,8 @@
 """The one runner every fusion and head trains through.
 
-It owns the device, bf16 autocast (where the GPU or CPU does bf16 natively), optional torch.compile, DDP under
-torchrun, the step loop with a progress bar, validation, logging, progress.png and
-atomic checkpoints. Stages (tsfnet.training.stages) say what is trained, how the
+It owns the device, bf16 autocast (where the GPU or CPU does bf16 natively), optional
+torch.compile, DDP under torchrun, the step loop with a progress bar, validation,
+logging, progress.png and atomic checkpoints. Stages (tsfnet.training.stages) say what is trained, how the
 loss is computed, what a stage starts from and how it is validated; options and plans
 (through the typed view `Plans`) say for how long and how fast. The runner never asks
 which stage or plugin it runs.
@@ -327,9 +327,10 @@ class Runner:
                     if validate_now or self.stop.requested:
                         running.check(step)  # never checkpoint weights a non-finite loss has touched
                     if validate_now:
-                        training_s, validation_began = time.time() - began - validating_s, time.time()
+                        paused = time.time()
+                        training_s = paused - began - validating_s
                         best = self.validate_and_save(stage, step, steps, optimizers, schedulers, best, training_s)
-                        validating_s += time.time() - validation_began
+                        validating_s += time.time() - paused
                     if self.stop.requested:
                         self.save_and_stop(stage, step, steps, optimizers, schedulers, best)
         finally:
