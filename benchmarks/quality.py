@@ -11,6 +11,7 @@ target, the paper's Fig. 3).
 
     python benchmarks/quality.py                     # about 90 min on 2 CPU cores
     python benchmarks/quality.py --budget 4          # 4x the steps per method: about 4-5 h
+    python benchmarks/quality.py --work W --resume   # go on after a stop: finished methods are kept
     python benchmarks/quality.py --train 6 --val 1 --test 1 --steps 200 --fusions tsf,mean   # a quick look
     python benchmarks/quality.py --full --device cuda   # the planned (paper) network on whole slices
     python benchmarks/quality.py --fusions tsf --ensemble-folds 5   # + tsf's 5-fold ensemble against fold 0
@@ -34,7 +35,7 @@ from common import machine, result_path, write_result
 from tsfnet.atomic import write_json
 from tsfnet.data.dataset import RawDataset
 from tsfnet.data.phantom import write_dataset
-from tsfnet.demo import make_test_scenarios
+from tsfnet.demo import compact_plans, make_all_subset_scenarios, make_nested_scenarios
 from tsfnet.devices import resolve_device
 from tsfnet.evaluation.evaluate import evaluate
 from tsfnet.evaluation.tables import mean_sd
@@ -51,20 +52,6 @@ from tsfnet.training.runner import TrainOptions, train
 from tsfnet.training.splits import SPLITS_FILE
 
 FUSIONS = ("tsf", "tsf-ms", "wavg", "mean", "seq2seq-avg", "mmgan", "hinet", "pix2pix")
-# CPU mode: one width scale for every model so the budget buys comparable capacity.
-SMALL_NETWORK = {
-    "encoder_widths": [16, 32, 64],
-    "encoder_kernels": [7, 3, 3],
-    "strides": [1, 2, 2],
-    "residual_blocks": 2,
-    "code_embedding": 32,
-    "hyper_basis": 8,
-}
-SMALL_BASELINES = {
-    "mmgan": {"base_channels": 16, "discriminator_channels": 16},
-    "hinet": {"base_channels": 16, "discriminator_channels": 16},
-    "pix2pix": {"base_channels": 8, "discriminator_channels": 8},
-}
 METRICS = (
     ("psnr", "PSNR box"),
     ("ssim", "SSIM box"),
@@ -91,16 +78,27 @@ def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path
     plans["training"]["num_workers"] = args.workers
     plans["training"]["task_sampling"] = args.task_sampling
     if not args.full:
-        plans["network"] = dict(SMALL_NETWORK)
-        plans["fusion"].update(SMALL_BASELINES)
+        compact_plans(plans)  # the demo's network: one width scale for every model
     save_plans(plans, store / "plans.json")
     args.patch = plans["configurations"]["2d"]["patch_size"]  # for the report
     preprocess_dataset(RawDataset.load(raw), store, plans, workers=2)
     ids = list_preprocessed(store)
     write_json(store / SPLITS_FILE, [rotated_split(ids, args, fold) for fold in range(max(args.ensemble_folds, 1))])
     inputs, reference = work / "test" / "inputs", work / "test" / "reference"
-    make_test_scenarios(raw, inputs, reference, args.seed, every_subset=args.all_subsets)
+    if args.all_subsets:
+        make_all_subset_scenarios(raw, inputs, reference)
+    else:
+        make_nested_scenarios(raw, inputs, reference)
     return raw, store, inputs, reference
+
+
+def existing_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path]:
+    """`--report-only` / `--resume`: the store and test scenarios an earlier run prepared."""
+    planned = next((work / "preprocessed").glob("*/plans.json"), None)
+    if planned is None:
+        raise SystemExit(f"{work}: no preprocessed data of an earlier run (preprocessed/*/plans.json)")
+    args.patch = load_plans(planned)["configurations"]["2d"]["patch_size"]
+    return planned.parent, work / "test" / "inputs", work / "test" / "reference"
 
 
 def rotated_split(ids: list[str], args: argparse.Namespace, fold: int) -> dict[str, list[str]]:
@@ -138,11 +136,22 @@ def train_fold(fusion: str, fold: int, args: argparse.Namespace, store: Path, wo
 def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path, reference: Path, work: Path) -> dict:
     model_dir, trained_s, history = train_fold(fusion, 0, args, store, work)
     model = load_model_folder(model_dir, resolve_device(args.device))
+    shutil.rmtree(work / "predictions" / fusion, ignore_errors=True)  # a stopped run's, from another model
     began = time.perf_counter()
-    report = predict_folder(model, inputs, work / "predictions" / fusion)
+    failed = predict_scenarios(model, inputs, work / "predictions" / fusion)
     predicted_s = time.perf_counter() - began
     rows, _ = evaluate(work / "predictions" / fusion, reference, work / "evaluation" / fusion, args.lpips_weights)
-    return outcome(fusion, model, rows, history, trained_s, predicted_s, report.failed, work)
+    return outcome(fusion, model, rows, history, trained_s, predicted_s, failed, work)
+
+
+def predict_scenarios(model, inputs: Path, output: Path) -> dict[str, str]:
+    """Predict every scenario; the failures. `inputs/<TARGET>/` folders (the nested design) are
+    predicted for that target only; `--all-subsets` puts every scenario in `inputs/` itself."""
+    folders = {p.name: p for p in sorted(inputs.iterdir()) if p.is_dir()} or {"all": inputs}
+    failed: dict[str, str] = {}
+    for target, folder in folders.items():
+        failed.update(predict_folder(model, folder, output, targets=target).failed)
+    return failed
 
 
 def outcome(
@@ -161,7 +170,7 @@ def outcome(
 
 
 def finished_outcome(fusion: str, args: argparse.Namespace, work: Path) -> dict | None:
-    """`--report-only`: a method that a stopped run trained, predicted and evaluated, rebuilt
+    """`--report-only` / `--resume`: a method that a stopped run trained, predicted and evaluated, rebuilt
     from its work folder (train time without validation, from the training log; no predict time)."""
     metrics = work / "evaluation" / fusion / "metrics.csv"
     if not metrics.is_file():
@@ -196,7 +205,7 @@ def run_ensemble(
     ensemble = load_predictor(work / "results" / "tsf__plans__2d", resolve_device(args.device), folds=folds)
     predictions = work / "predictions" / "tsf_ensemble"
     began = time.perf_counter()
-    report = predict_folder(ensemble, inputs, predictions)
+    failed = predict_scenarios(ensemble, inputs, predictions)
     predicted_s = time.perf_counter() - began
     rows, _ = evaluate(predictions, reference, work / "evaluation" / "tsf_ensemble", args.lpips_weights)
     return {
@@ -204,7 +213,7 @@ def run_ensemble(
         "train_s": fold_0_s + extra_s,
         "history": [],
         "predict_s": predicted_s,
-        "failed": report.failed,
+        "failed": failed,
         "weights_png": None,
         "parameters": sum(p.numel() for m in ensemble.members for p in m.model.parameters()),
     }
@@ -393,7 +402,9 @@ def main() -> None:
     parser.add_argument("--fusions", default=",".join(FUSIONS))
     parser.add_argument("--full", action="store_true", help="whole slices and the planned network (GPU)")
     parser.add_argument(
-        "--all-subsets", action="store_true", help="all 14 input subsets per test case (default: one per size)"
+        "--all-subsets",
+        action="store_true",
+        help="all 14 input subsets per test case (default: one withheld target per case, from 1, 2 and 3 inputs)",
     )
     parser.add_argument("--lpips-weights", type=Path, default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep the data and models here")
@@ -401,6 +412,11 @@ def main() -> None:
         "--report-only",
         action="store_true",
         help="write the report from a stopped run's --work folder: the methods it finished (same other options)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on with a stopped run's --work folder: its data and finished methods are kept, the rest trained",
     )
     parser.add_argument(
         "--ensemble-folds",
@@ -413,24 +429,26 @@ def main() -> None:
         parser.error("--ensemble-folds takes 0 (off) or at least 2")
     if args.ensemble_folds and "tsf" not in args.fusions.split(","):
         parser.error("--ensemble-folds compares with tsf's fold 0: keep tsf in --fusions")
-    if args.report_only:
-        if args.work is None:
-            parser.error("--report-only reads a stopped run's --work folder")
-        planned = load_plans(next((args.work / "preprocessed").glob("*/plans.json")))
-        args.patch = planned["configurations"]["2d"]["patch_size"]
-        found = {f: finished_outcome(f, args, args.work) for f in args.fusions.split(",")}
-        outcomes = {f: o for f, o in found.items() if o is not None}
-        missing = [f for f, o in found.items() if o is None]
-        print(write_result(RESULT, report(args, outcomes, None, missing)).read_text())
-        return
+    if (args.report_only or args.resume) and args.work is None:
+        parser.error("--report-only and --resume read a stopped run's --work folder")
     work = args.work or Path(tempfile.mkdtemp(prefix="tsfnet_quality_"))
     began = time.perf_counter()
-    _raw, store, inputs, reference = prepare_data(args, work)
-    outcomes = {f: run_fusion(f, args, store, inputs, reference, work) for f in args.fusions.split(",")}
+    reuse = args.report_only or args.resume
+    store, inputs, reference = existing_data(args, work) if reuse else prepare_data(args, work)[1:]
+    outcomes, missing = {}, []
+    for fusion in args.fusions.split(","):
+        done = finished_outcome(fusion, args, work) if reuse else None
+        if done is None and not args.report_only:
+            done = run_fusion(fusion, args, store, inputs, reference, work)
+        if done is None:
+            missing.append(fusion)
+        else:
+            outcomes[fusion] = done
     ensemble_name = f"tsf x{args.ensemble_folds} folds"
-    if args.ensemble_folds:
+    if args.ensemble_folds and not args.report_only:
         outcomes[ensemble_name] = run_ensemble(args, store, inputs, reference, work, outcomes["tsf"]["train_s"])
-    print(write_result(RESULT, report(args, outcomes, (time.perf_counter() - began) / 60)).read_text())
+    total_min = None if reuse else (time.perf_counter() - began) / 60
+    print(write_result(RESULT, report(args, outcomes, total_min, missing)).read_text())
 
 
 def report(
@@ -438,13 +456,22 @@ def report(
 ) -> list[str]:
     command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
     resolution = f"{args.downsample} mm" if not args.full else "1 mm"
-    scenarios = "all 14 input subsets" if args.all_subsets else "one random input subset of each size (1, 2, 3)"
+    scenarios = (
+        "all 14 input subsets per test case, every missing sequence synthesised"
+        if args.all_subsets
+        else "test case i withholds sequence i mod 4 and synthesises it from 1, 2, then 3 of the others, each "
+        "scenario adding one (every row of Table 1 holds the same targets)"
+    )
     lines = [
         "# quality: the paper's comparison on the phantom dataset",
         "",
         f"Command: `{command}`",
         f"Machine: {machine()}; device {args.device}; "
-        + (f"{total_min:.0f} min in all." if total_min is not None else "the report rebuilt from a stopped run."),
+        + (
+            f"{total_min:.0f} min in all."
+            if total_min is not None
+            else "a stopped run's work folder, its finished methods kept (train minutes from their logs)."
+        ),
         "",
         *(
             [f"**Not finished when the run was stopped, so not compared: {', '.join(missing)}.**", ""]
@@ -455,7 +482,7 @@ def report(
         f"{args.seed}. Every method: {total_steps(args)} steps in total (split evenly between stages), batch "
         f"{args.batch} of {' x '.join(map(str, args.patch))} {'slices' if args.full else 'patches'}, tasks drawn "
         f"{args.task_sampling.replace('_', ' ')}, validated {CURVE_POINTS} times per stage; whole slices in "
-        f"inference. Test scenarios: {scenarios} per test case, every missing sequence synthesised. Metrics: "
+        f"inference. Test scenarios: {scenarios}. Metrics: "
         "`tsfnet evaluate` ('box' = brain bounding box on [-1, 1], data range 2; 'brain' = inside the brain "
         "mask; 'lesion' = inside the tumour labels).",
         "",

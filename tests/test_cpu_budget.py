@@ -9,8 +9,10 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from tsfnet.devices import resolve_device
+from tsfnet.errors import InputError
 from tsfnet.inference.model_folder import load_model_folder
 from tsfnet.inference.predictor import predict_folder
 from tsfnet.planning.plans import load_plans, save_plans
@@ -63,3 +65,27 @@ def test_patch_trained_model_predicts_whole_volumes(store, tmp_path):
     written = nib.load(str(tmp_path / "out" / f"{case}_T2.nii.gz"))
     assert written.shape == nib.load(str(source / f"{case}_0000.nii.gz")).shape
     assert np.isfinite(np.asarray(written.dataobj)).all()
+
+
+def test_lesion_oversampling_draws_windows_that_hold_the_tumour(store, tmp_path):
+    copy = patch_store(store, tmp_path)
+    plans = load_plans(copy / "plans.json")
+    assert plans["training"]["lesion_oversampling"] == 0.33  # what the planner writes
+    cases = CaseStore(copy, sorted(p.stem for p in (copy / "cases").glob("*.b2zip")), plans["channel_names"]).unpack()
+
+    def share_with_tumour(rate: float) -> float:
+        loader = TaskBatchLoader(cases, PATCH, 8, "many_to_one", seed=0, lesion_oversampling=rate)
+        labels = np.concatenate([loader.generate_train_batch()["seg"][:, 1] for _ in range(10)])
+        return float(np.mean([(label > 0).any() for label in labels]))
+
+    assert share_with_tumour(1.0) == 1.0
+    assert share_with_tumour(0.0) < 0.7  # without it, most 16 x 16 windows miss the tumour
+
+
+def test_plans_reject_a_lesion_oversampling_outside_zero_to_one(store):
+    from tsfnet.planning.plans import validate_plans
+
+    plans = load_plans(store / "plans.json")
+    plans["training"]["lesion_oversampling"] = 1.5
+    with pytest.raises(InputError, match="lesion_oversampling"):
+        validate_plans(plans)

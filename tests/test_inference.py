@@ -259,7 +259,7 @@ def test_segmentation_dice_on_completed_versus_real_inputs(model, store, tmp_pat
 
 
 def test_lesion_scores_are_computed_inside_the_tumour_only(tmp_path):
-    from tsfnet.evaluation.evaluate import lesion_scores
+    from tsfnet.evaluation.evaluate import lesion_scores, read_tumour
 
     rng = np.random.default_rng(1)
     reference = rng.uniform(-1, 1, size=(20, 20, 6))
@@ -269,14 +269,15 @@ def test_lesion_scores_are_computed_inside_the_tumour_only(tmp_path):
     noise = np.where(label > 0, rng.normal(0, 0.2, reference.shape), 0.0)
     path = tmp_path / "CASE.nii.gz"
     nib.save(nib.Nifti1Image(label, np.eye(4)), str(path))
-    scores = lesion_scores(reference + noise, reference, path, reference.shape)
+    tumour = read_tumour(path, reference.shape)
+    assert (tumour == (label > 0)).all()
+    scores = lesion_scores(reference + noise, reference, tumour)
     assert scores["psnr_lesion"] == pytest.approx(10 * np.log10(4 / np.mean(noise[label > 0] ** 2)), rel=1e-5)
     assert scores["ssim_lesion"] < 0.95
-    assert lesion_scores(reference, reference + noise * 0, path, reference.shape)["ssim_lesion"] == pytest.approx(1)
-    nib.save(nib.Nifti1Image(np.zeros_like(label), np.eye(4)), str(path))
-    assert lesion_scores(reference + noise, reference, path, reference.shape) == {}
+    assert lesion_scores(reference, reference + noise * 0, tumour)["ssim_lesion"] == pytest.approx(1)
+    assert lesion_scores(reference + noise, reference, np.zeros_like(tumour)) == {}
     with pytest.raises(InputError, match=r"CASE\.nii\.gz: label shape"):
-        lesion_scores(reference, reference, path, (20, 20, 5))
+        read_tumour(path, (20, 20, 5))
 
 
 def test_evaluate_reports_the_lesion_region_where_labels_exist(model, evaluated, tmp_path):
@@ -285,9 +286,11 @@ def test_evaluate_reports_the_lesion_region_where_labels_exist(model, evaluated,
     for case in ("A1", "A2"):  # A3 has no label: its rows simply have no lesion scores
         os.link(source_folder(model).parent / "labelsTs" / "PH_0006.nii.gz", labels / f"{case}.nii.gz")
     out, reference = evaluated[1].parent / "out", evaluated[1].parent / "reference"
-    rows, report_dir = evaluate(out, reference, tmp_path / "report", progress=False, labels_dir=labels)
+    rows, report_dir = evaluate(out, reference, tmp_path / "report", progress=False, labels_dir=labels, previews=True)
     with_lesion = {r["case"] for r in rows if "psnr_lesion" in r}
     assert with_lesion == {"A1", "A2"}
+    previews = sorted(p.name for p in (report_dir / "previews").glob("*.png"))
+    assert previews == sorted(f"{r['case']}_{r['target']}.png" for r in rows)
     assert all(
         np.isfinite(r["psnr_lesion"]) and r["psnr_lesion"] != r["psnr_brain"] for r in rows if "psnr_lesion" in r
     )
@@ -306,3 +309,19 @@ def test_tsem_preview_highlights_a_region():
     hot[10:14, 10:14] = True
     assert shown[np.rot90(hot)].all() and shown.mean() < 0.2  # the hot spot, not the whole slice
     assert 0.015 < heat.low < 0.02 and heat.high > heat.low  # from the brain TSEM's 90th percentile
+
+
+def test_preview_slice_follows_the_tsem():
+    from tsfnet.plotting import centre_slice, hottest_slice
+
+    rng = np.random.default_rng(1)
+    tsem = rng.uniform(0, 0.02, (30, 30, 12)).astype(np.float32)
+    brain = np.ones(tsem.shape, bool)
+    tsem[5:12, 5:12, 9] = 0.4  # a region, off the centre slice
+    assert hottest_slice(tsem, brain) == 9
+    brain[:, :, 9] = False  # what lies outside the brain does not count
+    assert hottest_slice(tsem, brain) != 9
+    assert hottest_slice(np.zeros((4, 4, 3), np.float32), np.ones((4, 4, 3), bool)) is None
+    tumour = np.zeros((8, 8, 10), bool)
+    tumour[2:5, 2:5, 6:9] = True  # evaluate's comparison shows the slice through its centre
+    assert centre_slice(tumour) == 7 and centre_slice(np.zeros_like(tumour)) is None

@@ -91,6 +91,9 @@ def test_brats_sized_plan_fits_brain_and_budget(tmp_path):
     assert cpu["crop_size"] == plans["crop_size"] and cpu["configurations"]["2d"]["patch_size"] == [96, 96]
     assert cpu["network"]["encoder_widths"] == [32, 64, 128] and cpu["network"]["strides"] == [1, 2, 2]
     assert cpu["training"]["pretrain"]["steps"] < plans["training"]["pretrain"]["steps"]
+    stages = [v for v in cpu["training"].values() if isinstance(v, dict) and "steps" in v]
+    assert stages and all(stage["schedule"] == "poly" for stage in stages)  # a short budget anneals
+    assert plans["training"]["pretrain"]["schedule"] == "constant"  # the paper's, on the GPU budget
 
 
 def test_budget_auto_plans_for_the_machine(raw_dataset, tmp_path, monkeypatch):

@@ -96,11 +96,13 @@ def demo(
         "tsfnet_demo"
     ),
     generate_only: Annotated[bool, typer.Option("--generate-only", help="Only write the phantom dataset.")] = False,
-    cases: Annotated[int, typer.Option("--cases", help="Number of phantom cases.")] = 14,
-    downsample: Annotated[int, typer.Option("--downsample", help="Integer downsampling of the 1 mm template.")] = 4,
+    cases: Annotated[int, typer.Option("--cases", help="Number of phantom cases (4 of them for testing).")] = 13,
+    downsample: Annotated[int, typer.Option("--downsample", help="Integer downsampling of the 1 mm template.")] = 1,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; a seed fixes every case.")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
-    steps: Annotated[int, typer.Option("--steps", help="Training steps per stage.")] = 300,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Training steps of each stage (default: 800 + 200).")
+    ] = None,
     missing_rate: Annotated[float, typer.Option("--missing-rate", help="Chance a case lacks a sequence.")] = 0.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier demo's outputs.")] = False,
 ) -> None:
@@ -367,6 +369,14 @@ def evaluate(
             "(default: beside the references, or the dataset's labelsTs/labelsTr).",
         ),
     ] = None,
+    previews: Annotated[
+        bool,
+        typer.Option(
+            "--previews",
+            help="Also write OUTPUT/previews/CASE_TARGET.png: reference, synthesis and difference on the slice "
+            "through the lesion (with labels) or the brain's centre.",
+        ),
+    ] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
 ) -> None:
     """PSNR / SSIM / LPIPS per case, target and number of inputs; the paper's tables."""
@@ -378,7 +388,9 @@ def evaluate(
         from tsfnet.inference.model_folder import load_model_folder
 
         seg_model = load_model_folder(segmentation, resolve_device(device))
-    rows, report_dir = run_evaluate(predictions, reference, output, lpips_weights, True, seg_model, labels)
+    rows, report_dir = run_evaluate(
+        predictions, reference, output, lpips_weights, True, seg_model, labels, previews=previews
+    )
     info(f"evaluated {len(rows)} predictions; report in {report_dir / 'summary.md'}")
 
 

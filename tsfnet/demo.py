@@ -19,8 +19,34 @@ from tsfnet.data.phantom import LABELS, SEQUENCES, write_dataset
 from tsfnet.errors import InputError
 
 log = logging.getLogger("tsfnet")
-N_TEST = 3
+N_TEST = 4  # one per target sequence (make_nested_scenarios)
 DEMO_BATCH = 8
+# Over the CPU plan's training (poly schedules, lesion oversampling): a short budget, stage 1
+# at 5e-4 (benchmarks/results/cpu_schedule_2026-11-26.md: +0.6 dB over 2e-4 at 800 steps).
+DEMO_TRAINING = {"pretrain": {"steps": 800, "lr": 5e-4}, "finetune": {"steps": 200}}
+# The CPU plan keeps the phantom's 1 mm voxels and trains on 96 x 96 patches; the demo
+# narrows its network further (16 wide, 2 residual blocks) so that it trains in minutes.
+# benchmarks/quality.py uses the same network, so the demo is one point of that benchmark.
+DEMO_NETWORK = {
+    "encoder_widths": [16, 32, 64],
+    "encoder_kernels": [7, 3, 3],
+    "strides": [1, 2, 2],
+    "residual_blocks": 2,
+    "code_embedding": 32,
+    "hyper_basis": 8,
+}
+DEMO_BASELINES = {  # the baselines at the same width scale (benchmarks/quality.py trains them)
+    "mmgan": {"base_channels": 16, "discriminator_channels": 16},
+    "hinet": {"base_channels": 16, "discriminator_channels": 16},
+    "pix2pix": {"base_channels": 8, "discriminator_channels": 8},
+}
+
+
+def compact_plans(plans: dict) -> dict:
+    """The plans with the demo's network and the baselines' matching widths."""
+    plans["network"] = dict(DEMO_NETWORK)
+    plans["fusion"].update(DEMO_BASELINES)
+    return plans
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -31,23 +57,16 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def make_test_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path, seed: int, every_subset: bool = False) -> int:
-    """From each complete test case, virtual cases that keep only some inputs: one random
-    subset per number of inputs (1, 2, 3), or with `every_subset` all 14 proper
-    subsets (every one of the 28 tasks); the reference keeps all four, and the labels go
-    to labelsTs/ beside the reference folder."""
-    rng = np.random.default_rng(seed)
+def make_all_subset_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path) -> int:
+    """From each complete test case, one virtual case per proper subset of its sequences (14,
+    every one of the 28 tasks once): CASE_in2s03 keeps channels 0 and 3. The references keep
+    all four; the labels go to labelsTs/ beside the reference folder."""
     cases = RawDataset.load(raw, images_folder="imagesTs").cases
     n = len(SEQUENCES)
     count = 0
     for case, n_inputs in itertools.product(cases, range(1, n)):
-        if every_subset:
-            subsets = [list(s) for s in itertools.combinations(range(n), n_inputs)]
-        else:
-            subsets = [sorted(rng.choice(n, n_inputs, replace=False).tolist())]
-        for keep in subsets:
-            # CASE_in2 (one subset per size) or CASE_in2s03 (kept channels 0 and 3)
-            virtual = f"{case.case_id}_in{n_inputs}" + ("s" + "".join(map(str, keep)) if every_subset else "")
+        for keep in itertools.combinations(range(n), n_inputs):
+            virtual = f"{case.case_id}_in{n_inputs}s" + "".join(map(str, keep))
             for channel, path in case.channel_files.items():
                 name = f"{virtual}_{channel:04d}.nii.gz"
                 _link(path, reference_dir / name)
@@ -57,6 +76,30 @@ def make_test_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path, seed: 
                 _link(case.label_file, reference_dir.parent / "labelsTs" / f"{virtual}.nii.gz")
             count += 1
     return count
+
+
+def make_nested_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path) -> dict[str, Path]:
+    """Test case i withholds one target, sequence i mod 4, and gets 1, 2, then 3 of the other
+    sequences, each scenario adding one: every row of Table 1 then holds the same targets,
+    so the rows compare numbers of inputs and nothing else. The inputs go to one folder per
+    target (`inputs_dir/<target>/`, predicted for that target only); the references, all
+    four sequences, to `reference_dir`, and the labels to labelsTs/ beside it."""
+    cases = RawDataset.load(raw, images_folder="imagesTs").cases
+    n = len(SEQUENCES)
+    folders = {}
+    for index, case in enumerate(cases):
+        target = index % n
+        others = [(target + step) % n for step in range(1, n)]
+        folder = folders.setdefault(SEQUENCES[target], inputs_dir / SEQUENCES[target])
+        for n_inputs in range(1, n):
+            virtual = f"{case.case_id}_in{n_inputs}"
+            for channel, path in case.channel_files.items():
+                _link(path, reference_dir / f"{virtual}_{channel:04d}.nii.gz")
+                if channel in others[:n_inputs]:
+                    _link(path, folder / f"{virtual}_{channel:04d}.nii.gz")
+            if case.label_file is not None:
+                _link(case.label_file, reference_dir.parent / "labelsTs" / f"{virtual}.nii.gz")
+    return folders
 
 
 def write_case_figure(raw: Path, path: Path) -> Path:
@@ -83,21 +126,24 @@ def run_demo(
     downsample: int,
     seed: int,
     device: str,
-    steps: int,
+    steps: int | None,
     missing_rate: float,
     overwrite: bool,
 ) -> None:
     """Everything lands under `output` in the layout the short commands expect: the raw
     dataset, `tsfnet_preprocessed/` and `tsfnet_results/` beside it (so `tsfnet train` run in
     `output` or in the dataset finds the store), then the test inputs, predictions and reports."""
+    from tsfnet.atomic import write_json
     from tsfnet.devices import resolve_device
     from tsfnet.evaluation.evaluate import evaluate
     from tsfnet.inference.explain import explain_weights
     from tsfnet.inference.model_folder import load_model_folder
     from tsfnet.inference.predictor import predict_folder
-    from tsfnet.planning.api import plan
-    from tsfnet.preprocessing.pipeline import preprocess_dataset
+    from tsfnet.planning.api import PLANS_FILE, plan
+    from tsfnet.planning.plans import save_plans
+    from tsfnet.preprocessing.pipeline import list_preprocessed, preprocess_dataset
     from tsfnet.training.runner import TrainOptions, train
+    from tsfnet.training.splits import SPLITS_FILE
 
     output = Path(output)
     if output.exists() and any(output.iterdir()):
@@ -110,28 +156,33 @@ def run_demo(
     log.info(f"phantom dataset: {raw}; one case pictured in {write_case_figure(raw, output / 'phantom.png')}")
     if generate_only:
         return
-    store, plans = plan(raw)
+    store, plans = plan(raw, budget="cpu")
+    for stage, settings in DEMO_TRAINING.items():
+        plans["training"][stage].update(settings, **({"steps": steps} if steps else {}))
+    save_plans(compact_plans(plans), store / PLANS_FILE)
     preprocess_dataset(RawDataset.load(raw), store, plans)
+    ids = list_preprocessed(store)  # one validation case: the demo validates once per stage
+    write_json(store / SPLITS_FILE, [{"train": ids[:-1], "val": ids[-1:]}])
     result = train(
         TrainOptions(
             store=store,
             fusion="tsf",
             device=device,
-            steps=steps,
             batch_size=DEMO_BATCH,
-            val_every=max(steps // 3, 1),
+            val_every=max(plans["training"][stage]["steps"] for stage in DEMO_TRAINING),
             num_workers=0,
         )
     )
     log.info(f"model folder: {result.model_dir}")
     inputs, reference = output / "test" / "inputs", output / "test" / "reference"
-    make_test_scenarios(raw, inputs, reference, seed)
+    folders = make_nested_scenarios(raw, inputs, reference)
     trained = load_model_folder(result.model_dir, resolve_device(device))
     predictions = output / "predictions"
-    report = predict_folder(trained, inputs, predictions, preview=True)
-    if report.failed:
-        raise InputError(predictions, "; ".join(report.failed.values()))
-    _rows, report_dir = evaluate(predictions, reference, output / "evaluation")
+    for target, folder in folders.items():
+        report = predict_folder(trained, folder, predictions, targets=target, preview=True)
+        if report.failed:
+            raise InputError(predictions, "; ".join(report.failed.values()))
+    _rows, report_dir = evaluate(predictions, reference, output / "evaluation", previews=True)
     explain_weights(trained, output / "explanations")
     summary = (report_dir / "summary.md").read_text()
     from rich.console import Console

@@ -32,11 +32,29 @@ class HeatOverlay:
     label: str
 
 
-def heat_overlay(volume: np.ndarray, inside: np.ndarray, index: int | None, label: str) -> HeatOverlay:
-    """Shown from the 90th to the 99.5th percentile of the volume's values `inside` the brain."""
+def heat_range(volume: np.ndarray, inside: np.ndarray) -> tuple[float, float]:
+    """The 90th and 99.5th percentiles of the volume's values `inside` the brain."""
     values = volume[inside] if inside.any() else volume.ravel()
     low, high = (float(v) for v in np.percentile(values, [90.0, 99.5]))
-    return HeatOverlay(mid_axial(volume, index), low, max(high, low + 1e-6), label)
+    return low, max(high, low + 1e-6)
+
+
+def heat_overlay(volume: np.ndarray, inside: np.ndarray, index: int | None, label: str) -> HeatOverlay:
+    """Shown from the 90th to the 99.5th percentile of the volume's values `inside` the brain."""
+    return HeatOverlay(mid_axial(volume, index), *heat_range(volume, inside), label)
+
+
+def centre_slice(region: np.ndarray) -> int | None:
+    """The axial slice through the region's centre of mass (None for an empty region)."""
+    return int(np.argwhere(region)[:, 2].mean().round()) if region.any() else None
+
+
+def hottest_slice(volume: np.ndarray, inside: np.ndarray) -> int | None:
+    """The axial slice holding most of the map above its brain P90 (None for a flat map): the
+    TSEM's own pointer to where the synthesis is least certain, most often the lesion."""
+    low, _high = heat_range(volume, inside)
+    above = np.where(inside & (volume > low), volume, 0.0).sum(axis=(0, 1))
+    return int(above.argmax()) if above.any() else None
 
 
 def save_montage(

@@ -43,7 +43,14 @@ def find_predictions(pred_dir: Path) -> list[tuple[Path, dict]]:
 
 
 def evaluate_one(
-    meta_path: Path, meta: dict, pred_dir: Path, reference, channel_names, lpips, label_path: Path | None = None
+    meta_path: Path,
+    meta: dict,
+    pred_dir: Path,
+    reference,
+    channel_names,
+    lpips,
+    label_path: Path | None = None,
+    preview_dir: Path | None = None,
 ) -> dict:
     if meta.get("intensity", "normalized") != "normalized":
         raise InputError(meta_path, "evaluate needs predictions in normalised units (predict without --intensity)")
@@ -73,8 +80,11 @@ def evaluate_one(
     }
     if isinstance(sources, dict):
         row.update({f"w_{k}": v for k, v in sources.items()})
-    if label_path is not None:
-        row.update(lesion_scores(pred, ref, label_path, volumes.geometry.shape))
+    tumour = read_tumour(label_path, volumes.geometry.shape) if label_path is not None else None
+    if tumour is not None:
+        row.update(lesion_scores(pred, ref, tumour))
+    if preview_dir is not None:
+        write_comparison(preview_dir / f"{meta['case']}_{meta['target']}.png", meta["target"], ref, pred, brain, tumour)
     ending = ".nii" if meta["synthesis"].endswith(".nii") else ".nii.gz"  # predict writes both alike
     tsem_path = meta_path.with_name(meta_path.name.replace("_weights.json", f"_tsem{ending}"))
     if tsem_path.is_file():
@@ -86,16 +96,38 @@ def evaluate_one(
     return row
 
 
-def lesion_scores(pred: np.ndarray, ref: np.ndarray, label_path: Path, shape: tuple[int, ...]) -> dict:
-    """PSNR and SSIM inside the tumour (every non-zero label): whole-brain scores hide
-    whether a synthesis shows the lesion, the part a radiologist looks at first."""
+def read_tumour(label_path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The tumour: every non-zero label."""
     label, geometry = read_volume(label_path)
     if geometry.shape != shape:
         raise InputError(label_path, f"label shape {geometry.shape} differs from the reference {shape}")
-    tumour = label > 0.5
+    return label > 0.5
+
+
+def lesion_scores(pred: np.ndarray, ref: np.ndarray, tumour: np.ndarray) -> dict:
+    """PSNR and SSIM inside the tumour (none without one): whole-brain scores hide whether a
+    synthesis shows the lesion, the part a radiologist looks at first."""
     if not tumour.any():
         return {}
     return {"psnr_lesion": psnr(pred, ref, tumour), "ssim_lesion": ssim(pred, ref, tumour)}
+
+
+def write_comparison(
+    path: Path, target: str, ref: np.ndarray, pred: np.ndarray, brain: np.ndarray, tumour: np.ndarray | None
+) -> None:
+    """Reference, synthesis and their difference on the axial slice through the tumour's centre
+    (the brain's without labels), both images on the reference's grey scale: what a reader
+    checks first is whether the lesion and the anatomy came through."""
+    from tsfnet.plotting import centre_slice, mid_axial, save_montage
+
+    z = centre_slice(tumour) if tumour is not None and tumour.any() else centre_slice(brain)
+    grey = tuple(float(v) for v in np.percentile(ref[brain], [0.5, 99.5])) if brain.any() else (-1.0, 1.0)
+    panels = [
+        (f"{target} (reference)", mid_axial(ref, z)),
+        (f"{target} (synthesis)", mid_axial(pred, z)),
+        ("|synthesis - reference|", mid_axial(np.abs(pred - ref) * brain, z)),
+    ]
+    save_montage(path, panels, cmap={2: "magma"}, value_range={0: grey, 1: grey, 2: (0.0, 1.0)})
 
 
 def reference_label(case_id: str, reference_dir: Path, labels_dir: Path | None) -> Path | None:
@@ -117,7 +149,10 @@ def evaluate(
     progress: bool = True,
     segmentation_model: TrainedModel | None = None,
     labels_dir: Path | None = None,
+    previews: bool = False,
 ) -> tuple[list[dict], Path]:
+    """Scores every prediction in `pred_dir` against `reference_dir`; with `previews`, also
+    writes `report_dir/previews/CASE_TARGET.png` (`write_comparison`)."""
     pred_dir = Path(pred_dir)
     report_dir = Path(report_dir) if report_dir else pred_dir / "evaluation"
     if segmentation_model is not None:
@@ -138,7 +173,8 @@ def evaluate(
             continue
         try:
             label = reference_label(meta["case"], reference_dir, labels_dir)
-            rows.append(evaluate_one(meta_path, meta, pred_dir, reference, channel_names, lpips, label))
+            preview_dir = report_dir / "previews" if previews else None
+            rows.append(evaluate_one(meta_path, meta, pred_dir, reference, channel_names, lpips, label, preview_dir))
         except TsfnetError as exc:
             failures.append(str(exc))
     if not rows:

@@ -20,7 +20,7 @@ from tsfnet.data.volume_io import write_volume
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.inference.cases import InputCase, find_input_cases
 from tsfnet.inference.ensemble import Predictor
-from tsfnet.plotting import heat_overlay, mid_axial, save_montage
+from tsfnet.plotting import centre_slice, heat_overlay, hottest_slice, mid_axial, save_montage
 from tsfnet.preprocessing.normalization import BACKGROUND, denormalize
 from tsfnet.preprocessing.pipeline import PreprocessedCase, preprocess_volumes, restore_geometry
 from tsfnet.progress import track
@@ -169,8 +169,11 @@ def predict_case(
 
 
 def write_preview(path: Path, volumes, names: list[str], target_name: str, result: CaseTargetResult) -> None:
+    """Every input, the synthesis and its TSEM on one axial slice: the one the TSEM marks most
+    (where to look first), or the brain's centre for a method without a TSEM."""
     mask = volumes.brain_mask
-    z = int(np.flatnonzero(mask.any(axis=(0, 1))).mean()) if mask.any() else None
+    z = hottest_slice(result.tsem, mask) if result.tsem is not None else None
+    z = centre_slice(mask) if z is None else z
     panels = [(names[i], mid_axial(v, z)) for i, v in sorted(volumes.images.items())]
     panels.append((f"{target_name} (synthesis)", mid_axial(result.synthesis, z)))
     overlay = None

@@ -104,6 +104,9 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
     sampling = plans["training"].get("task_sampling", "per_sample")  # plans older than the option: per sample
     if sampling not in TASK_SAMPLING:
         raise InputError(path, f"'training.task_sampling' must be {' or '.join(TASK_SAMPLING)}, got {sampling!r}")
+    oversampling = plans["training"].get("lesion_oversampling", 0.0)
+    if not isinstance(oversampling, (int, float)) or isinstance(oversampling, bool) or not 0 <= oversampling <= 1:
+        raise InputError(path, f"'training.lesion_oversampling' must be a number from 0 to 1, got {oversampling!r}")
     stride = total_stride(plans)
     for name, config in plans["configurations"].items():
         if any(v % stride for v in config["patch_size"]):
@@ -238,6 +241,7 @@ class TrainingSettings:
     num_workers: int
     augment: bool
     task_sampling: str
+    lesion_oversampling: float
     rec_weight: float
     perceptual_weight: float
 
@@ -327,6 +331,7 @@ class Plans:
             num_workers=int(training["num_workers"]),
             augment=bool(training["augment"]),
             task_sampling=training.get("task_sampling", "per_sample"),  # plans older than the option
+            lesion_oversampling=float(training.get("lesion_oversampling", 0.0)),  # likewise
             rec_weight=float(loss["rec_weight"]),
             perceptual_weight=float(loss["perceptual_weight"]),
         )

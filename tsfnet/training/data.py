@@ -26,6 +26,7 @@ from tsfnet.preprocessing.pipeline import CASES_FOLDER, load_preprocessed
 from tsfnet.tasks import SAMPLERS, TASK_SAMPLING
 
 BRAIN_SLICE_PROBABILITY = 0.9
+LESION_VOXELS_KEPT = 4096  # per case: enough tumour voxels to draw windows from
 
 
 class CaseStore:
@@ -88,7 +89,11 @@ class TaskBatchLoader(SlimDataLoaderBase):
         context_slices: int = 1,
         needs_labels: bool = False,
         task_sampling: str = "per_sample",
+        lesion_oversampling: float = 0.0,
     ) -> None:
+        """`lesion_oversampling`: the share of samples whose window holds a tumour voxel (cases
+        with labels), as nnU-Net oversamples foreground: the lesion is a few per cent of the
+        brain, and the part a reader looks at first."""
         if task_sampling not in TASK_SAMPLING:
             raise ValueError(f"task_sampling must be one of {', '.join(TASK_SAMPLING)}, got {task_sampling!r}")
         super().__init__(store.case_ids, batch_size, None)
@@ -100,6 +105,19 @@ class TaskBatchLoader(SlimDataLoaderBase):
         if not self.usable:
             self.usable = list(store.case_ids)
         self.brain_slices = {c: self._brain_slices(c) for c in self.usable}
+        self.lesion_oversampling = lesion_oversampling
+        self.lesion_voxels = {c: self._lesion_voxels(c) for c in self.usable} if lesion_oversampling > 0 else {}
+
+    def _lesion_voxels(self, case_id: str) -> np.ndarray:
+        """Up to LESION_VOXELS_KEPT tumour voxels (K, 3) of the case, none without labels."""
+        label = self.store.array(case_id, "label")
+        if label is None:
+            return np.empty((0, 3), np.int64)
+        voxels = np.argwhere(np.asarray(label) > 0)
+        if len(voxels) > LESION_VOXELS_KEPT:
+            chosen = np.random.default_rng([self.seed, len(voxels)]).choice(len(voxels), LESION_VOXELS_KEPT, False)
+            voxels = voxels[chosen]
+        return voxels
 
     def _brain_slices(self, case_id: str) -> np.ndarray:
         mask = self.store.array(case_id, "mask")
@@ -153,17 +171,37 @@ class TaskBatchLoader(SlimDataLoaderBase):
         }
 
     def _window(self, rng: np.random.Generator, case_id: str, shape: tuple[int, ...]) -> tuple[slice, ...]:
+        lesion = self.lesion_voxels.get(case_id, ())
+        oversample = len(lesion) and rng.uniform() < self.lesion_oversampling
+        voxel = lesion[rng.integers(len(lesion))] if oversample else None
         if len(self.patch_size) == 2:  # a slice (plus context): whole, or a random patch of it (CPU plans)
             brain = self.brain_slices[case_id]
-            use_brain = len(brain) and rng.uniform() < BRAIN_SLICE_PROBABILITY
-            z = int(rng.choice(brain)) if use_brain else int(rng.integers(shape[2]))
+            if voxel is not None:
+                z = int(voxel[2])
+            elif len(brain) and rng.uniform() < BRAIN_SLICE_PROBABILITY:
+                z = int(rng.choice(brain))
+            else:
+                z = int(rng.integers(shape[2]))
             in_plane = [
-                slice(0, s) if p >= s else slice(start := int(rng.integers(0, s - p + 1)), start + p)
-                for s, p in zip(shape[:2], self.patch_size, strict=True)
+                slice(start := self._start(rng, s, p, None if voxel is None else voxel[axis]), start + p)
+                for axis, (s, p) in enumerate(zip(shape[:2], self.patch_size, strict=True))
             ]
             return (*in_plane, slice(z - self.context // 2, z + self.context // 2 + 1))
-        starts = [int(rng.integers(0, max(1, s - p) + 1)) for s, p in zip(shape, self.patch_size, strict=True)]
+        starts = [
+            self._start(rng, s, p, None if voxel is None else voxel[axis])
+            for axis, (s, p) in enumerate(zip(shape, self.patch_size, strict=True))
+        ]
         return tuple(slice(st, st + p) for st, p in zip(starts, self.patch_size, strict=True))
+
+    @staticmethod
+    def _start(rng: np.random.Generator, size: int, patch: int, inside: int | None) -> int:
+        """A random window start along one axis; with `inside`, among the windows holding it."""
+        if patch >= size:
+            return 0
+        lo, hi = 0, size - patch
+        if inside is not None:
+            lo, hi = max(lo, int(inside) - patch + 1), min(hi, int(inside))
+        return int(rng.integers(lo, hi + 1))
 
     def _crop(self, volume: np.ndarray, window: tuple[slice, ...]) -> np.ndarray:
         """(1 or context, *patch), clamping context slices at the volume's ends."""

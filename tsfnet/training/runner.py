@@ -286,6 +286,7 @@ class Runner:
             context_slices=self.context,
             needs_labels=stage.needs_labels,
             task_sampling=self.training.task_sampling,
+            lesion_oversampling=self.training.lesion_oversampling,
         )
         loader.usable = [c for c in loader.usable if c in set(self.train_ids)] or loader.usable
         batches = batch_iterator(loader, self.training.augment, workers, self.seed + start)
