@@ -162,5 +162,7 @@ def test_paper_preset_names_the_authors_settings():
     loss = plans["training"]["loss"]
     assert loss["reconstruction"] == "smooth_l1" and "finetune_reconstruction" not in loss
     assert (loss["rec_weight"], loss["perceptual_weight"]) == (10.0, 0.01)
-    assert plans["training"]["finetune"]["schedule"] == "constant"
+    finetune = plans["training"]["finetune"]  # theirs: poly over 500 epochs of 830 x 4 steps, floor 1e-6
+    assert (finetune["schedule"], finetune["horizon_steps"], finetune["min_lr"]) == ("poly", 1_660_000, 1e-6)
+    assert finetune["sampler"] == "source_count"
     TaskSpecificFusion(4, 32, **tsf)  # every option is one the fusion takes

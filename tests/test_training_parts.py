@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from tsfnet.planning.plans import load_plans
-from tsfnet.tasks import sample_many_to_one, sample_one_to_one
+from tsfnet.tasks import sample_many_to_one, sample_one_to_one, sample_source_count
 from tsfnet.training.data import CaseStore, TaskBatchLoader, batch_iterator, to_batch
 from tsfnet.training.losses import PerceptualLoss, SynthesisCriterion, build_perceptual, vgg19_perceptual
 
@@ -31,6 +32,82 @@ def test_many_to_one_draws_every_subset_size():
     rng = np.random.default_rng(1)
     sizes = {len(sample_many_to_one(rng, [0, 1, 2, 3])[0]) for _ in range(300)}
     assert sizes == {1, 2, 3}
+
+
+def test_source_count_sampling_draws_every_number_of_sources_alike():
+    """The authors' stage 2: 1, 2, 3 or 4 of 4 sources equally often; with all four the
+    target is one of them, otherwise never."""
+    rng = np.random.default_rng(2)
+    draws = [sample_source_count(rng, [0, 1, 2, 3]) for _ in range(4000)]
+    counts = np.bincount([len(sources) for sources, _ in draws], minlength=5)[1:]
+    assert np.allclose(counts / len(draws), 0.25, atol=0.03)
+    assert all((target in sources) == (len(sources) == 4) for sources, target in draws)
+    assert {sample_source_count(rng, [1, 3])[1] for _ in range(50)} == {1, 3}
+    assert sample_source_count(rng, [2]) == ((2,), 2)
+
+
+def test_a_stage_section_may_choose_its_sampler(store):
+    from tsfnet.errors import TsfnetError
+    from tsfnet.planning.plans import Plans
+    from tsfnet.training.stages import FinetuneStage
+
+    raw = load_plans(store / "plans.json")
+    assert Plans(raw).training_for(FinetuneStage).sampler is None  # the stage's own: many_to_one
+    raw["training"]["finetune"]["sampler"] = "source_count"
+    assert Plans(raw).training_for(FinetuneStage).sampler == "source_count"
+    raw["training"]["finetune"]["sampler"] = "uniform"
+    with pytest.raises(TsfnetError, match=r"training\.finetune\.sampler must be one of"):
+        Plans(raw).training_for(FinetuneStage)
+
+
+def test_the_runner_draws_tasks_with_the_planned_sampler(store, tmp_path, monkeypatch):
+    import shutil
+
+    from tsfnet.planning.plans import save_plans
+    from tsfnet.training import runner
+
+    copy = Path(shutil.copytree(store, tmp_path / "store", ignore=shutil.ignore_patterns("unpacked")))
+    plans = load_plans(copy / "plans.json")
+    plans["training"]["finetune"]["sampler"] = "source_count"
+    save_plans(plans, copy / "plans.json")
+    used = []
+
+    class Recording(TaskBatchLoader):
+        def __init__(self, cases, patch, batch, sampling, *args, **kwargs):
+            used.append(sampling)
+            super().__init__(cases, patch, batch, sampling, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "TaskBatchLoader", Recording)
+    runner.train(runner.TrainOptions(store=copy, output=tmp_path / "out", device="cpu", steps=1, num_workers=0,
+                                     progress=False))  # fmt: skip
+    assert used == ["one_to_one", "source_count"]  # pretrain keeps its stage's own
+
+
+def test_poly_schedule_decays_over_its_horizon_down_to_its_floor():
+    from tsfnet.training.schedules import rate_factor
+
+    stage = rate_factor("poly", 100, 1e-3)
+    assert stage(0) == 1.0 and stage(50) == pytest.approx(0.5**0.9) and stage(100) == 0.0
+    authors = rate_factor("poly", 1_000_000, 2e-4, horizon_steps=6_640_000, min_lr=1e-6)
+    assert authors(1_000_000) == pytest.approx(0.863, abs=1e-3)  # where their stage 1 stops
+    assert rate_factor("poly", 10, 1e-3, min_lr=1e-4)(10) == pytest.approx(0.1)
+    assert rate_factor("constant", 10, 1e-3)(7) == 1.0
+    with pytest.raises(ValueError, match="schedule must be one of constant, poly"):
+        rate_factor("cosine", 10, 1e-3)
+
+
+def test_plans_refuse_an_unknown_schedule_or_a_bad_horizon(store):
+    from tsfnet.errors import TsfnetError
+    from tsfnet.planning.plans import Plans
+    from tsfnet.training.stages import FinetuneStage
+
+    raw = load_plans(store / "plans.json")
+    raw["training"]["finetune"]["schedule"] = "polly"  # was silently constant
+    with pytest.raises(TsfnetError, match=r"training\.finetune\.schedule must be one of constant, poly"):
+        Plans(raw).training_for(FinetuneStage)
+    raw["training"]["finetune"].update(schedule="poly", horizon_steps=0)
+    with pytest.raises(TsfnetError, match="horizon_steps must be a positive integer"):
+        Plans(raw).training_for(FinetuneStage)
 
 
 def make_store(store):

@@ -175,7 +175,7 @@ def variant_store(store, tmp_path) -> Path:
     copy = Path(shutil.copytree(store, tmp_path / "store", ignore=shutil.ignore_patterns("unpacked*")))
     plans = load_plans(copy / "plans.json")
     faster = json.loads(json.dumps(plans))
-    faster["training"]["pretrain"]["lr"] = 5e-4
+    faster["training"]["pretrain"].update(lr=5e-4, schedule="constant")  # the logged rate is the plan's
     save_plans(faster, copy / "plans_lr.json")
     small = json.loads(json.dumps(plans))
     small["crop_size"] = [v - 4 for v in plans["crop_size"]]

@@ -41,6 +41,18 @@ def sample_many_to_one(rng: np.random.Generator, available: list[int]) -> tuple[
             return tuple(int(r) for r, k in zip(rest, keep, strict=True) if k), target
 
 
+def sample_source_count(rng: np.random.Generator, available: list[int]) -> tuple[tuple[int, ...], int]:
+    """Stage 2 as the authors draw it: k ~ U{1..|A|} sources, a prefix of a shuffled list, and
+    the target among the others, or among all when k = |A| (the target is then also a
+    source). Each number of sources is equally likely; `sample_many_to_one` favours 1 and 2."""
+    if len(available) < 2:
+        return sample_one_to_one(rng, available)
+    order = [int(a) for a in rng.permutation(available)]
+    count = int(rng.integers(1, len(order) + 1))
+    candidates = order[count:] or order
+    return tuple(sorted(order[:count])), int(rng.choice(candidates))
+
+
 def sample_pair(rng: np.random.Generator, available: list[int]) -> tuple[tuple[int, ...], int]:
     """One source and a different target (pix2pix's pairs); identity only for a lone sequence."""
     if len(available) < 2:
@@ -54,4 +66,9 @@ def sample_pair(rng: np.random.Generator, available: list[int]) -> tuple[tuple[i
 # authors train (one dense convolution per HyperConv).
 TASK_SAMPLING = ("per_sample", "per_batch")
 
-SAMPLERS = {"one_to_one": sample_one_to_one, "many_to_one": sample_many_to_one, "pairs": sample_pair}
+SAMPLERS = {
+    "one_to_one": sample_one_to_one,
+    "many_to_one": sample_many_to_one,
+    "source_count": sample_source_count,
+    "pairs": sample_pair,
+}

@@ -19,7 +19,8 @@ from typing import Any
 
 from tsfnet.atomic import read_json, write_json
 from tsfnet.errors import InputError, TsfnetError
-from tsfnet.tasks import TASK_SAMPLING
+from tsfnet.tasks import SAMPLERS, TASK_SAMPLING
+from tsfnet.training.schedules import SCHEDULES
 
 DEFAULT_PLANS = "plans"
 
@@ -229,9 +230,12 @@ class StageTraining:
 
     steps: int
     lr: float
-    schedule: str  # constant or poly
+    schedule: str  # tsfnet.training.schedules.SCHEDULES
     batch_size: int | None  # None: the configuration's
     reconstruction: str  # registered loss: training.loss.<stage>_reconstruction, else .reconstruction
+    sampler: str | None = None  # a tsfnet.tasks.SAMPLERS name over the stage's own (`Stage.sampling`)
+    horizon_steps: int | None = None  # poly: the steps it decays over (default: the stage's)
+    min_lr: float = 0.0  # poly: the floor
 
 
 @dataclass(frozen=True)
@@ -349,14 +353,29 @@ class Plans:
         for key, expected in (("steps", int), ("lr", NUMBER)):
             if not isinstance(section.get(key), expected) or isinstance(section.get(key), bool):
                 raise TsfnetError(f"{where}.{key} must be {_type_name(expected)}, got {section.get(key)!r}")
+        sampler = section.get("sampler")
+        if sampler is not None and sampler not in SAMPLERS:
+            raise TsfnetError(f"{where}.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        schedule = section.get("schedule", "constant")
+        if schedule not in SCHEDULES:
+            raise TsfnetError(f"{where}.schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        horizon = section.get("horizon_steps")
+        if horizon is not None and not _positive_int(horizon):
+            raise TsfnetError(f"{where}.horizon_steps must be a positive integer, got {horizon!r}")
+        min_lr = section.get("min_lr", 0.0)
+        if not isinstance(min_lr, NUMBER) or isinstance(min_lr, bool) or min_lr < 0:
+            raise TsfnetError(f"{where}.min_lr must be a number of at least 0, got {min_lr!r}")
         loss = training["loss"]
         batch = section.get("batch_size")
         return StageTraining(
             steps=int(section["steps"]),
             lr=float(section["lr"]),
-            schedule=section.get("schedule", "constant"),
+            schedule=schedule,
             batch_size=int(batch) if batch is not None else None,
             reconstruction=loss.get(f"{stage.name}_reconstruction", loss["reconstruction"]),
+            sampler=sampler,
+            horizon_steps=horizon,
+            min_lr=float(min_lr),
         )
 
 

@@ -36,6 +36,7 @@ from tsfnet.training.data import CaseStore, TaskBatchLoader, batch_iterator, to_
 from tsfnet.training.interrupt import StopRequests
 from tsfnet.training.losses import SynthesisCriterion, build_perceptual
 from tsfnet.training.meter import LossMeter
+from tsfnet.training.schedules import rate_factor
 from tsfnet.training.splits import fold_cases
 from tsfnet.training.stages import Stage
 from tsfnet.training.validation import validate
@@ -262,7 +263,8 @@ class Runner:
         optimizers = stage.optimizers(self.model, lr)
         if len(optimizers) > 1 and self.dist.enabled:
             raise TsfnetError(f"stage '{stage.name}' alternates several optimizers; train it on one process")
-        decay = (lambda s: max(0.0, 1 - s / max(steps, 1)) ** 0.9) if schedule == "poly" else (lambda s: 1.0)
+        section = self.plans.training_for(stage)
+        decay = rate_factor(schedule, steps, lr, section.horizon_steps, section.min_lr)
         schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, decay) for k, o in optimizers.items()}
         start, best = 0, -float("inf")
         if state is not None:
@@ -281,7 +283,7 @@ class Runner:
             self.cases,
             self.configuration.patch_size,
             batch_size,
-            stage.sampling,
+            section.sampler or stage.sampling,
             seed=self.seed * 1_000_003 + start * 101 + self.dist.rank,
             context_slices=self.context,
             needs_labels=stage.needs_labels,
