@@ -64,10 +64,16 @@ def save_montage(
     overwrite: bool = True,
     cmap: dict[int, str] | None = None,
     value_range: dict[int, tuple[float, float]] | None = None,
+    columns: int | None = None,
 ) -> Path:
-    """One row of 2D panels (already sliced); `overlay[i]` is drawn as a heat map over panel i."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
-    for i, (ax, (title, image)) in enumerate(zip(axes[0], panels, strict=True)):
+    """2D panels (already sliced) in rows of `columns` (default: one row); `overlay[i]` is
+    drawn as a heat map over panel i."""
+    columns = columns or len(panels)
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.0 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for i, (ax, (title, image)) in enumerate(zip(axes.flat[: len(panels)], panels, strict=True)):
         lo, hi = np.percentile(image, [0.5, 99.5]) if image.any() else (0.0, 1.0)
         if value_range is not None and i in value_range:
             lo, hi = value_range[i]

@@ -169,18 +169,24 @@ def predict_case(
 
 
 def write_preview(path: Path, volumes, names: list[str], target_name: str, result: CaseTargetResult) -> None:
-    """Every input, the synthesis and its TSEM on one axial slice: the one the TSEM marks most
-    (where to look first), or the brain's centre for a method without a TSEM."""
+    """Every input, the synthesis and its TSEM on the brain's centre slice, and again on the
+    slice the TSEM marks most (where to look first) when that is elsewhere."""
     mask = volumes.brain_mask
-    z = hottest_slice(result.tsem, mask) if result.tsem is not None else None
-    z = centre_slice(mask) if z is None else z
-    panels = [(names[i], mid_axial(v, z)) for i, v in sorted(volumes.images.items())]
-    panels.append((f"{target_name} (synthesis)", mid_axial(result.synthesis, z)))
-    overlay = None
-    if result.tsem is not None:
-        panels.append(("TSEM (brain P90-P99.5)", mid_axial(result.synthesis, z)))
-        overlay = {len(panels) - 1: heat_overlay(result.tsem, mask, z, "|G(f+fA) - G(f)|")}
-    save_montage(path, panels, overlay=overlay)
+    centre = centre_slice(mask)
+    hottest = hottest_slice(result.tsem, mask) if result.tsem is not None else None
+    slices = [centre] + ([hottest] if hottest is not None and centre is not None and abs(hottest - centre) > 2 else [])
+    panels, overlay = [], {}
+    first = min(volumes.images)
+    for z in slices:
+        where = f" (slice {z})" if len(slices) > 1 else ""
+        panels += [
+            (names[i] + (where if i == first else ""), mid_axial(v, z)) for i, v in sorted(volumes.images.items())
+        ]
+        panels.append((f"{target_name} (synthesis)", mid_axial(result.synthesis, z)))
+        if result.tsem is not None:
+            panels.append(("TSEM (brain P90-P99.5)", mid_axial(result.synthesis, z)))
+            overlay[len(panels) - 1] = heat_overlay(result.tsem, mask, z, "|G(f+fA) - G(f)|")
+    save_montage(path, panels, overlay=overlay or None, columns=len(panels) // len(slices))
 
 
 def predict_folder(
