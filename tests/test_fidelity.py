@@ -164,5 +164,50 @@ def test_paper_preset_names_the_authors_settings():
     assert (loss["rec_weight"], loss["perceptual_weight"]) == (10.0, 0.01)
     finetune = plans["training"]["finetune"]  # theirs: poly over 500 epochs of 830 x 4 steps, floor 1e-6
     assert (finetune["schedule"], finetune["horizon_steps"], finetune["min_lr"]) == ("poly", 1_660_000, 1e-6)
-    assert finetune["sampler"] == "source_count"
+    assert finetune["sampler"] == "source_count" and loss["source_reconstruction"] is True
     TaskSpecificFusion(4, 32, **tsf)  # every option is one the fusion takes
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_stage_two_source_term_decodes_the_sources_to_one_of_them(shared):
+    """The authors' third stage-2 term: with `source_reconstruction` the loss adds a decode of
+    the same sources to one of them, compared with that source's own slice."""
+    import torch
+
+    from tests.test_model import plans
+    from tsfnet.batch import Batch
+    from tsfnet.model import FusionModel
+    from tsfnet.training.losses import SynthesisCriterion
+    from tsfnet.training.stages import FinetuneStage
+
+    torch.manual_seed(0)
+    model = FusionModel(plans(), "tsf")
+    images = torch.randn(3, 4, 1, 16, 16)
+    each = torch.tensor([[1.0, 0, 1, 0], [0, 1, 1, 1], [1, 1, 0, 0]])
+    mask = torch.tensor([[1.0, 0, 1, 0]]).expand(3, 4) if shared else each
+    target = torch.tensor([3, 3, 3]) if shared else torch.tensor([3, 0, 2])
+    batch = Batch(
+        images=images,
+        source_mask=mask,
+        target=target,
+        target_image=images[torch.arange(3), target, 0].unsqueeze(1),
+        brain_mask=torch.ones(3, 1, 16, 16, dtype=torch.bool),
+        shared_sources=(0, 2) if shared else None,
+    )
+    compared = []
+
+    class Recording(SynthesisCriterion):
+        def forward(self, prediction, reference):
+            compared.append(reference)
+            return super().forward(prediction, reference)
+
+    stage = FinetuneStage()
+    plain = stage.loss(model, batch, Recording())
+    assert len(compared) == 2  # G(f̂ + f_A) and G(f̂) against the target
+    with_source = stage.loss(model, batch, Recording(source_reconstruction=True))
+    assert len(compared) == 5 and with_source > plain
+    for sample, reference in enumerate(compared[-1]):
+        sources = mask[sample].nonzero()[:, 0].tolist()
+        assert any(torch.equal(reference[0], images[sample, s, 0]) for s in sources)
+    with_source.backward()
+    assert model.fusion.weighting.fc.weight.grad is not None

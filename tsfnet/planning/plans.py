@@ -105,6 +105,8 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
     sampling = plans["training"].get("task_sampling", "per_sample")  # plans older than the option: per sample
     if sampling not in TASK_SAMPLING:
         raise InputError(path, f"'training.task_sampling' must be {' or '.join(TASK_SAMPLING)}, got {sampling!r}")
+    if not isinstance(plans["training"]["loss"].get("source_reconstruction", False), bool):
+        raise InputError(path, "'training.loss.source_reconstruction' must be true or false")
     oversampling = plans["training"].get("lesion_oversampling", 0.0)
     if not isinstance(oversampling, (int, float)) or isinstance(oversampling, bool) or not 0 <= oversampling <= 1:
         raise InputError(path, f"'training.lesion_oversampling' must be a number from 0 to 1, got {oversampling!r}")
@@ -248,6 +250,7 @@ class TrainingSettings:
     lesion_oversampling: float
     rec_weight: float
     perceptual_weight: float
+    source_reconstruction: bool  # stage 2 also decodes the sources to one of them (the authors' third term)
 
 
 @dataclass(frozen=True)
@@ -338,6 +341,7 @@ class Plans:
             lesion_oversampling=float(training.get("lesion_oversampling", 0.0)),  # likewise
             rec_weight=float(loss["rec_weight"]),
             perceptual_weight=float(loss["perceptual_weight"]),
+            source_reconstruction=bool(loss.get("source_reconstruction", False)),
         )
 
     def training_for(self, stage: Any) -> StageTraining:

@@ -86,7 +86,8 @@ def build_perceptual(explicit: Path | None, weight: float) -> PerceptualLoss | N
 
 
 class SynthesisCriterion(nn.Module):
-    """λr · reconstruction + λp · perceptual (the paper: λr = 10, λp = 0.01)."""
+    """λr · reconstruction + λp · perceptual (the paper: λr = 10, λp = 0.01). With
+    `source_reconstruction`, stage 2 adds the authors' third term (`FinetuneStage.loss`)."""
 
     def __init__(
         self,
@@ -94,11 +95,13 @@ class SynthesisCriterion(nn.Module):
         rec_weight: float = 10.0,
         perceptual: PerceptualLoss | None = None,
         perceptual_weight: float = 0.01,
+        source_reconstruction: bool = False,
     ) -> None:
         super().__init__()
         self.reconstruction = registry.get("loss", reconstruction)()
         self.rec_weight, self.perceptual_weight = rec_weight, perceptual_weight
         self.perceptual = perceptual
+        self.source_reconstruction = source_reconstruction
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = self.rec_weight * self.reconstruction(prediction, target)

@@ -254,7 +254,13 @@ class Runner:
             self._perceptual = build_perceptual(self.options.perceptual_weights, weight)
             if self._perceptual is not None:
                 self._perceptual = self._perceptual.to(self.device)
-        return SynthesisCriterion(section.reconstruction, self.training.rec_weight, self._perceptual, weight)
+        return SynthesisCriterion(
+            section.reconstruction,
+            self.training.rec_weight,
+            self._perceptual,
+            weight,
+            source_reconstruction=self.training.source_reconstruction,
+        )
 
     def run_stage(self, stage: Stage, state: dict | None) -> None:
         steps, lr, schedule, batch_size = self.stage_settings(stage)

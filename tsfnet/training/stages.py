@@ -142,7 +142,28 @@ class FinetuneStage(Stage):
         loss = criterion(out.output, batch.target_image)
         if out.base is not None:
             loss = loss + criterion(out.base, batch.target_image)
+        if getattr(criterion, "source_reconstruction", False):
+            loss = loss + self.source_term(model, batch, criterion)
         return loss
+
+    @staticmethod
+    def source_term(model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
+        """The authors' third stage-2 term: the same sources decoded to one of them (a random
+        one), through G(f̂) or G(f̂ + f_A) with probability 1/2 each (the attention skipped
+        at random), so the fusion also learns to keep what a source already shows."""
+        if batch.shared_sources is not None:  # one source for the whole batch, drawn on the host
+            pick = batch.shared_sources[int(torch.randint(len(batch.shared_sources), ()))]
+            target = torch.full((1,), pick, dtype=torch.long, device=batch.images.device)
+            chosen = target.expand(len(batch.images))
+        else:
+            chosen = torch.multinomial(batch.source_mask, 1).squeeze(1)
+            target = chosen
+        out = model(batch.images, batch.source_mask, target, sources=batch.shared_sources)
+        skip_attention = out.base is not None and bool(torch.rand(()) < 0.5)
+        synthesis = out.base if skip_attention else out.output
+        context = batch.images.shape[2]
+        source = batch.images[torch.arange(len(chosen), device=chosen.device), chosen, context // 2]
+        return criterion(synthesis, source.unsqueeze(1))
 
 
 def soft_dice_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
