@@ -1,8 +1,8 @@
 """Training throughput through the real `tsfnet train` path: TaskBatchLoader, batchgenerators
 augmentation and workers, to_batch, the stage's step, loss bookkeeping and logging, all run
 by Runner.run_stage on a phantom store. Per row: steps/s, slices/s, the share of wall time
-spent waiting for the next batch, the bare step (the same Stage.step repeated on one batch
-already on the device) and the runner's overhead over it; on CUDA also the FLOPs of one step
+spent waiting for the next batch, the bare step (Stage.step replayed on the timed steps' own
+batches, already on the device) and the runner's overhead over it; on CUDA also the FLOPs of one step
 (torch.utils.flop_counter) as TFLOP/s and as a share of the GPU's dense bf16 peak.
 
 Sizes: `demo` (the phantom at 1/4 resolution, the planned network, batch 8, as `tsfnet demo`)
@@ -114,7 +114,9 @@ class Measured:
 
 
 def measure(store: Path, out: Path, fusion: str, stage_name: str, sampling: str, args) -> Measured:
-    """Runs warmup + steps through Runner.run_stage, then times the bare step on its last batch."""
+    """Runs warmup + steps through Runner.run_stage, then times the bare step on the batches of
+    the timed window itself: tasks differ from batch to batch (a finetune step costs more with
+    more sources), so one batch repeated is not the step the runner timed."""
     options = runner.TrainOptions(
         store=store,
         fusion=fusion,
@@ -133,12 +135,14 @@ def measure(store: Path, out: Path, fusion: str, stage_name: str, sampling: str,
     trainer.cases.unpack()
     base = registry.get("stage", stage_name)
     starts: list[float] = []
+    seen: list = []
     last: dict = {}
 
     class Timed(base):
         def step(self, model, batch, criterion, optimizers, progress):
             starts.append(time.perf_counter())
-            last.update(model=model, batch=batch, criterion=criterion, optimizers=optimizers)
+            seen.append(batch)
+            last.update(model=model, criterion=criterion, optimizers=optimizers)
             return super().step(model, batch, criterion, optimizers, progress)
 
     stage = Timed(precision=trainer.precision)
@@ -160,18 +164,21 @@ def measure(store: Path, out: Path, fusion: str, stage_name: str, sampling: str,
     timed = starts[args.warmup :]
     wall = timed[-1] - timed[0]
     waits = batches[0].waits[args.warmup + 1 : args.warmup + len(timed)]
+    window = seen[args.warmup : args.warmup + len(timed) - 1]  # the steps between the timed starts
     bare = []
     for _ in range(args.bare):
-        sync(device)
-        began = time.perf_counter()
-        base.step(stage, last["model"], last["batch"], last["criterion"], last["optimizers"], 0.5)
-        sync(device)
-        bare.append(time.perf_counter() - began)
+        for batch in window:
+            sync(device)
+            began = time.perf_counter()
+            base.step(stage, last["model"], batch, last["criterion"], last["optimizers"], 0.5)
+            sync(device)
+            bare.append(time.perf_counter() - began)
     flops = None
     if device.type == "cuda":
         with FlopCounterMode(display=False) as counter:
-            base.step(stage, last["model"], last["batch"], last["criterion"], last["optimizers"], 0.5)
-        flops = float(counter.get_total_flops())
+            for batch in window:
+                base.step(stage, last["model"], batch, last["criterion"], last["optimizers"], 0.5)
+        flops = float(counter.get_total_flops()) / len(window)
     return Measured((len(timed) - 1) / wall, sum(waits) / wall, sum(bare) / len(bare), flops)
 
 
@@ -229,7 +236,8 @@ def main() -> None:
         "",
         f"Batch {BATCH}; {args.steps} timed steps after {args.warmup} warm-up steps, through Runner.run_stage with "
         f"{args.workers} augmentation workers. Waiting for data: time in the batch iterator's `next` / wall time. "
-        "Bare step: Stage.step repeated on the last batch, already on the device. Runner overhead: wall time per "
+        "Bare step: Stage.step replayed on the timed steps' own batches (the same tasks), already on the device, "
+        f"{args.bare} times. Runner overhead: wall time per "
         "step over the bare step (data wait, to_batch, the copy, logging; on the CPU the workers also share the "
         "cores with the step). Finetune rows start from the pretrain row's weights.",
         "",
