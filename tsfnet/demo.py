@@ -25,8 +25,8 @@ DEMO_BATCH = 8
 # at 5e-4 (benchmarks/results/cpu_schedule_2026-11-26.md: +0.6 dB over 2e-4 at 800 steps).
 DEMO_TRAINING = {"pretrain": {"steps": 800, "lr": 5e-4}, "finetune": {"steps": 200}}
 # The CPU plan keeps the phantom's 1 mm voxels and trains on 96 x 96 patches; the demo
-# narrows its network further (16 wide, 2 residual blocks) so that it trains in minutes.
-# benchmarks/quality.py uses the same network, so the demo is one point of that benchmark.
+# narrows its network further (16 wide, 2 residual blocks) so that it trains in minutes;
+# benchmarks/quality.py trains every method at this width.
 DEMO_NETWORK = {
     "encoder_widths": [16, 32, 64],
     "encoder_kernels": [7, 3, 3],
