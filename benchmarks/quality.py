@@ -157,16 +157,29 @@ def predict_scenarios(model, inputs: Path, output: Path) -> dict[str, str]:
 def outcome(
     fusion: str, model, rows, history, train_s: float, predict_s: float | None, failed: dict, work: Path
 ) -> dict:
+    weights = explain_weights(model, work / "explanations") if fusion == "tsf" else None
     return {
         "rows": rows,
         "train_s": train_s,
         "history": history,
         "predict_s": predict_s,
         "failed": failed,
-        "weights_png": explain_weights(model, work / "explanations")[1] if fusion == "tsf" else None,
+        "weights_png": weights[1] if weights else None,
+        "omega_spread": omega_spread(json.loads(weights[0].read_text())) if weights else None,
         "scale_weights": scale_task_weights(model.model, model.channel_names) if fusion == "tsf-ms" else None,
         "parameters": sum(p.numel() for p in model.model.parameters()),
     }
+
+
+def omega_spread(task_weights: list[dict]) -> tuple[float, float]:
+    """How far ω lies from a plain mean's 1/k over the tasks with several sources: (mean, max)
+    of max_i |ω_i - 1/k| per task. Near 0, the fusion is a mean whatever it learnt elsewhere."""
+    gaps = [
+        max(abs(w - 1 / len(row["weights"])) for w in row["weights"].values())
+        for row in task_weights
+        if len(row["weights"]) > 1
+    ]
+    return (sum(gaps) / len(gaps), max(gaps)) if gaps else (0.0, 0.0)
 
 
 def finished_outcome(fusion: str, args: argparse.Namespace, work: Path) -> dict | None:
@@ -309,6 +322,13 @@ def verdicts(outcomes: dict[str, dict]) -> list[str]:
         for n_inputs in (2, 3):
             gain = mean_of(singles["tsf"], "psnr", n_inputs) - mean_of(singles["mean"], "psnr", n_inputs)
             lines.append(f"- {n_inputs} inputs: {gain:+.2f} dB: " + ("yes." if gain >= FUSION_MARGIN_DB else "**no**."))
+        spread = singles["tsf"].get("omega_spread")
+        if spread is not None:
+            lines.append(
+                f"- tsf's ω lies {spread[0]:.3f} on average (at most {spread[1]:.3f}) from a plain mean's 1/k over the "
+                "tasks with 2 or 3 sources (max over the sources of |ω - 1/k|): the further from 0, the more the "
+                "learnt weighting can differ from `mean`."
+            )
     return lines
 
 

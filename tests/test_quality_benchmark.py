@@ -45,6 +45,11 @@ def test_verdicts_name_the_winner_margins_and_the_fusion_gain(quality):
     assert "- tsf: 20.00 -> 21.00 -> 21.50 dB for 1 -> 2 -> 3 inputs (Table 1): rises." in text
     assert "- 2 inputs: 21.00 dB, -1.00 dB against the best, hinet: **not** ahead of every baseline." in text
     assert "- 3 inputs: +0.10 dB: **no**." in text  # tsf - mean under the 0.3 dB target
+    weights = [{"T1": 1.0}, {"T1": 0.6, "T2": 0.4}, {"T1": 0.2, "T2": 0.4, "T1Gd": 0.4}]
+    outcomes["tsf"]["omega_spread"] = quality.omega_spread([{"weights": w} for w in weights])
+    assert outcomes["tsf"]["omega_spread"] == pytest.approx((0.1167, 0.1333), abs=1e-4)  # one source: no say
+    said = "\n".join(quality.verdicts(outcomes))
+    assert "tsf's ω lies 0.117 on average (at most 0.133) from a plain mean's 1/k" in said
 
 
 def test_rise_with_inputs_is_judged_on_the_same_targets(quality):
