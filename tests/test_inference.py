@@ -325,3 +325,16 @@ def test_preview_slice_follows_the_tsem():
     tumour = np.zeros((8, 8, 10), bool)
     tumour[2:5, 2:5, 6:9] = True  # evaluate's comparison shows the slice through its centre
     assert centre_slice(tumour) == 7 and centre_slice(np.zeros_like(tumour)) is None
+
+
+def test_paper_block_is_the_authors_126_central_slices_of_192_x_192():
+    from tsfnet.evaluation.evaluate import paper_block
+    from tsfnet.evaluation.tables import summary_markdown
+
+    block = paper_block((240, 240, 155))
+    volume = np.zeros((240, 240, 155))
+    assert volume[block].shape == (192, 192, 126)
+    assert block == (slice(24, 216), slice(24, 216), slice(14, 140))  # triplet centres of slices 13..140
+    assert paper_block((200, 240, 155)) is None  # only where the paper's geometry is
+    rows = [{"n_inputs": 1, "target": "T2", "psnr_block": 25.0, "ssim_block": 0.9}]
+    assert "| 1 | 1 | 25.000 ± 0.000 | 0.900 ± 0.000 |" in summary_markdown(rows, [])

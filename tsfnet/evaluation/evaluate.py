@@ -29,6 +29,20 @@ from tsfnet.preprocessing.normalization import normalize
 from tsfnet.progress import track
 
 TSEM_PERCENTILE = 99.0
+# The authors' evaluation block (docs/fidelity.md, Evaluation): on a BraTS 240 x 240 x 155
+# volume, the centred 192 x 192 window of the 128 central slices, whose 126 full 2.5D
+# triplets give the centre slices 1..126 of that block.
+BRATS_SHAPE = (240, 240, 155)
+BLOCK_WINDOW, BLOCK_SLICES = 192, 128
+
+
+def paper_block(shape: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """The authors' 126 x 192 x 192 metric block of a BraTS-shaped volume, else None."""
+    if tuple(shape) != BRATS_SHAPE:
+        return None
+    x0, z0 = (shape[0] - BLOCK_WINDOW) // 2, (shape[2] - BLOCK_SLICES) // 2
+    y0 = (shape[1] - BLOCK_WINDOW) // 2
+    return (slice(x0, x0 + BLOCK_WINDOW), slice(y0, y0 + BLOCK_WINDOW), slice(z0 + 1, z0 + BLOCK_SLICES - 1))
 
 
 def find_predictions(pred_dir: Path) -> list[tuple[Path, dict]]:
@@ -78,6 +92,11 @@ def evaluate_one(
         "ssim_brain": ssim(pred, ref, brain),
         "lpips": lpips(pred[box], ref[box]) if lpips is not None else float("nan"),
     }
+    block = paper_block(pred.shape)
+    if block is not None:  # numbers comparable with the paper's Table 1 (3D SSIM, as theirs)
+        row.update(
+            {"psnr_block": psnr(pred[block], ref[block]), "ssim_block": ssim(pred[block], ref[block], per_slice=False)}
+        )
     if isinstance(sources, dict):
         row.update({f"w_{k}": v for k, v in sources.items()})
     tumour = read_tumour(label_path, volumes.geometry.shape) if label_path is not None else None

@@ -52,6 +52,8 @@ def summary_markdown(rows: list[dict], notes: list[str]) -> str:
     lines += metric_table("Table 1: by number of inputs", rows, inputs, table_1)
     by_target = {"PSNR box": "psnr", "SSIM box": "ssim", "PSNR brain": "psnr_brain"}
     lines += metric_table("By target", rows, ("target", "target"), by_target)
+    block = {"PSNR block": "psnr_block", "SSIM 3D block": "ssim_block"}
+    lines += metric_table("The paper's block: 126 x 192 x 192 of a 240 x 240 x 155 volume", rows, inputs, block)
     lesion = {"PSNR lesion": "psnr_lesion", "SSIM lesion": "ssim_lesion"}
     lines += metric_table("Lesion region: inside the tumour labels", rows, inputs, lesion)
     tsem = {"PSNR TSEM high": "psnr_tsem_high", "PSNR rest of brain": "psnr_tsem_low"}
