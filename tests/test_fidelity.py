@@ -131,8 +131,8 @@ def test_network_options_give_leaky_relu_and_plain_instance_norms():
     assert out.shape == (2, 1, 16, 16)
 
 
-def test_paper_preset_names_the_authors_settings():
-    base = {
+def minimal_plans() -> dict:
+    return {
         "schema_version": SCHEMA_VERSION,
         "dataset": "x",
         "channel_names": ["t1", "t1ce", "t2", "flair"],
@@ -154,7 +154,10 @@ def test_paper_preset_names_the_authors_settings():
             "finetune": {"steps": 1, "lr": 1e-4, "schedule": "poly"},
         },
     }
-    plans = apply_preset(base, "brats2021_paper")
+
+
+def test_paper_preset_names_the_authors_settings():
+    plans = apply_preset(minimal_plans(), "brats2021_paper")
     assert plans["network"]["negative_slope"] == 0.2 and plans["network"]["instance_norm_affine"] is False
     tsf = plans["fusion"]["tsf"]
     assert tsf["weighting"] == "sigmoid" and tsf["spatial_bias"] is False and tsf["spatial_padding"] == "zeros"
@@ -165,6 +168,7 @@ def test_paper_preset_names_the_authors_settings():
     finetune = plans["training"]["finetune"]  # theirs: poly over 500 epochs of 830 x 4 steps, floor 1e-6
     assert (finetune["schedule"], finetune["horizon_steps"], finetune["min_lr"]) == ("poly", 1_660_000, 1e-6)
     assert finetune["sampler"] == "source_count" and loss["source_reconstruction"] is True
+    assert plans["training"]["augment"] == "authors"
     TaskSpecificFusion(4, 32, **tsf)  # every option is one the fusion takes
 
 
@@ -211,3 +215,32 @@ def test_stage_two_source_term_decodes_the_sources_to_one_of_them(shared):
         assert any(torch.equal(reference[0], images[sample, s, 0]) for s in sources)
     with_source.backward()
     assert model.fusion.weighting.fc.weight.grad is not None
+
+
+def test_authors_augmentation_flips_left_right_and_shifts_in_plane():
+    import numpy as np
+
+    from tsfnet.training.data import AUTHORS_SHIFT, shifted, transforms
+
+    sample = np.arange(2 * 6 * 5, dtype=np.float32).reshape(2, 6, 5)
+    moved = shifted(sample, np.array([2, -1]), -1.0)
+    assert (moved[:, 2:, :4] == sample[:, :4, 1:]).all() and (moved[:, :2] == -1).all() and (moved[:, :, 4] == -1).all()
+    np.random.seed(0)
+    data = np.random.uniform(-0.5, 1, (16, 1, 64, 64)).astype(np.float32)
+    seg = np.ones((16, 2, 64, 64), np.float32)
+    out = transforms([64, 64], "authors")(data=data.copy(), seg=seg.copy())
+    assert out["data"].shape == data.shape and out["data"].min() >= -1
+    background = (out["data"] == -1).mean(axis=(1, 2, 3))
+    assert background.max() <= 1 - (64 - AUTHORS_SHIFT) ** 2 / 64**2 + 1e-6 and background.max() > 0  # shifted
+    assert (out["seg"][:, 0][out["data"][:, 0] == -1] == 0).all()  # the labels move with the images
+
+
+def test_plans_take_true_false_or_authors_for_augment():
+    from tsfnet.errors import InputError
+    from tsfnet.planning.plans import validate_plans
+
+    plans = apply_preset(minimal_plans(), "brats2021_paper")
+    for value in (True, False, "authors"):
+        validate_plans({**plans, "training": {**plans["training"], "augment": value}})
+    with pytest.raises(InputError, match=r"'training\.augment' must be true, false or"):
+        validate_plans({**plans, "training": {**plans["training"], "augment": "strong"}})

@@ -51,7 +51,7 @@ SCHEMA: dict[str, Any] = {
         "seed": int,
         "val_every": int,
         "num_workers": int,
-        "augment": bool,
+        "augment": (bool, str),
         "loss": {"reconstruction": str, "rec_weight": NUMBER, "perceptual_weight": NUMBER},
         "pretrain": {"steps": int, "lr": NUMBER, "schedule": str},
         "finetune": {"steps": int, "lr": NUMBER, "schedule": str},
@@ -76,7 +76,7 @@ def _check(data: Any, schema: dict[str, Any], where: str, path: Path) -> None:
         value = data[key]
         if isinstance(expected, dict):
             _check(value, expected, dotted, path)
-        elif isinstance(value, bool) and expected is not bool:
+        elif isinstance(value, bool) and bool not in (expected if isinstance(expected, tuple) else (expected,)):
             raise InputError(path, f"'{dotted}' must be {_type_name(expected)}, got bool")
         elif not isinstance(value, expected):
             raise InputError(path, f"'{dotted}' must be {_type_name(expected)}, got {type(value).__name__}")
@@ -105,6 +105,10 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
     sampling = plans["training"].get("task_sampling", "per_sample")  # plans older than the option: per sample
     if sampling not in TASK_SAMPLING:
         raise InputError(path, f"'training.task_sampling' must be {' or '.join(TASK_SAMPLING)}, got {sampling!r}")
+    if isinstance(plans["training"]["augment"], str) and plans["training"]["augment"] != "authors":
+        raise InputError(
+            path, f"'training.augment' must be true, false or \"authors\", got {plans['training']['augment']!r}"
+        )
     if not isinstance(plans["training"]["loss"].get("source_reconstruction", False), bool):
         raise InputError(path, "'training.loss.source_reconstruction' must be true or false")
     oversampling = plans["training"].get("lesion_oversampling", 0.0)
@@ -245,7 +249,7 @@ class TrainingSettings:
     seed: int
     val_every: int
     num_workers: int
-    augment: bool
+    augment: bool | str  # true, false or "authors" (tsfnet.training.data.transforms)
     task_sampling: str
     lesion_oversampling: float
     rec_weight: float
@@ -336,7 +340,7 @@ class Plans:
             seed=int(training["seed"]),
             val_every=int(training["val_every"]),
             num_workers=int(training["num_workers"]),
-            augment=bool(training["augment"]),
+            augment=training["augment"],
             task_sampling=training.get("task_sampling", "per_sample"),  # plans older than the option
             lesion_oversampling=float(training.get("lesion_oversampling", 0.0)),  # likewise
             rec_weight=float(loss["rec_weight"]),

@@ -261,13 +261,50 @@ def augmentations(patch_size: list[int]) -> Compose:
     return Compose([spatial, MirrorTransform(axes=tuple(range(dims))), SharedGamma()])
 
 
+class RandomShift(AbstractTransform):
+    """Moves each sample in-plane by up to `max_shift` voxels per axis, background filling
+    what comes in: the authors' random crop position of a 192 x 192 window in 240 x 240."""
+
+    def __init__(self, max_shift: int) -> None:
+        self.max_shift = max_shift
+
+    def __call__(self, **data: np.ndarray) -> dict:
+        for b in range(data["data"].shape[0]):
+            offsets = np.random.randint(-self.max_shift, self.max_shift + 1, size=2)
+            data["data"][b] = shifted(data["data"][b], offsets, -1.0)
+            data["seg"][b] = shifted(data["seg"][b], offsets, 0.0)
+        return data
+
+
+def shifted(sample: np.ndarray, offsets: np.ndarray, fill: float) -> np.ndarray:
+    """(C, X, Y, ...) moved by `offsets` along X and Y, `fill` where nothing moved in."""
+    out = np.full_like(sample, fill)
+    source, target = [slice(None)], [slice(None)]
+    for offset, size in zip(offsets, sample.shape[1:3], strict=True):
+        source.append(slice(max(0, -offset), size - max(0, offset)))
+        target.append(slice(max(0, offset), size - max(0, -offset)))
+    out[tuple(target)] = sample[tuple(source)]
+    return out
+
+
+# `training.augment`: true (rotation, scaling, mirroring, gamma), false, or "authors" (the
+# TSF-Seq2Seq code's: a left-right flip and a random in-plane shift of up to 24 voxels).
+AUTHORS_SHIFT = 24
+
+
+def transforms(patch_size: list[int], augment: bool | str) -> AbstractTransform:
+    if augment == "authors":
+        return Compose([MirrorTransform(axes=(0,)), RandomShift(AUTHORS_SHIFT)])
+    return augmentations(patch_size) if augment else NoTransform()
+
+
 class NoTransform(AbstractTransform):
     def __call__(self, **data: np.ndarray) -> dict:
         return data
 
 
-def batch_iterator(loader: TaskBatchLoader, augment: bool, workers: int, seed: int):
-    transform = augmentations(loader.patch_size) if augment else NoTransform()
+def batch_iterator(loader: TaskBatchLoader, augment: bool | str, workers: int, seed: int):
+    transform = transforms(loader.patch_size, augment)
     if workers <= 0:
         np.random.seed(seed)
         return SingleThreadedAugmenter(loader, transform)
