@@ -159,6 +159,7 @@ def minimal_plans() -> dict:
 def test_paper_preset_names_the_authors_settings():
     plans = apply_preset(minimal_plans(), "brats2021_paper")
     assert plans["network"]["negative_slope"] == 0.2 and plans["network"]["instance_norm_affine"] is False
+    assert plans["network"]["gated_layers"] == 3  # their ConvLSTM in E and in G
     tsf = plans["fusion"]["tsf"]
     assert tsf["weighting"] == "sigmoid" and tsf["spatial_bias"] is False and tsf["spatial_padding"] == "zeros"
     assert tsf["channel_negative_slope"] == 0.2
@@ -244,3 +245,35 @@ def test_plans_take_true_false_or_authors_for_augment():
         validate_plans({**plans, "training": {**plans["training"], "augment": value}})
     with pytest.raises(InputError, match=r"'training\.augment' must be true, false or"):
         validate_plans({**plans, "training": {**plans["training"], "augment": "strong"}})
+    with pytest.raises(InputError, match=r"'network\.gated_layers' must be a whole number"):
+        validate_plans({**plans, "network": {**plans["network"], "gated_layers": -1}})
+
+
+def test_gated_layer_is_a_convlstm_cell_at_length_one_from_a_zero_state():
+    import torch
+
+    from tsfnet.nets.blocks import GatedConv
+
+    torch.manual_seed(0)
+    layer, channels = GatedConv(2, 4), 4
+    x = torch.randn(2, channels, 9, 9)
+    # A full ConvLSTM cell: one conv of [x, h] to (i, f, o, g); c = f*c0 + i*g, h = o*tanh(c).
+    cell = torch.nn.Conv2d(2 * channels, 4 * channels, 3, padding=1)
+    with torch.no_grad():
+        i, o, g = layer.gates.weight.chunk(3)
+        bi, bo, bg = layer.gates.bias.chunk(3)
+        cell.weight[:, :channels] = torch.cat([i, torch.randn_like(i), o, g])  # f's kernel: anything
+        cell.bias.copy_(torch.cat([bi, torch.randn_like(bi), bo, bg]))
+        gi, gf, go, gg = cell(torch.cat([x, torch.zeros_like(x)], dim=1)).chunk(4, dim=1)
+        c = torch.sigmoid(gf) * 0 + torch.sigmoid(gi) * torch.tanh(gg)
+        expected = torch.sigmoid(go) * torch.tanh(c)
+        assert torch.allclose(layer(x), expected, atol=1e-6)
+    network = {**NETWORK, "gated_layers": 3}
+    encoder, plain = Encoder(1, network), Encoder(1, dict(NETWORK))
+    extra = sum(p.numel() for p in encoder.parameters()) - sum(p.numel() for p in plain.parameters())
+    width = NETWORK["encoder_widths"][-1]
+    assert extra == 3 * (9 * width * 3 * width + 3 * width)
+    assert encoder(torch.randn(2, 1, 16, 16)).abs().max() < 1  # E's features bounded, as theirs
+    decoder = HyperDecoder(network, NETWORK["code_embedding"])
+    assert len(decoder.gated) == 3
+    assert decoder(torch.randn(2, width, 4, 4), torch.randn(1, NETWORK["code_embedding"])).shape == (2, 1, 16, 16)

@@ -54,6 +54,25 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+class GatedConv(nn.Module):
+    """One ConvLSTM layer at sequence length 1 from a zero state, as the Seq2Seq authors run
+    theirs on single 2.5D slices: the forget gate and the recurrent kernel never act, so
+    h = σ(o) ⊙ tanh(σ(i) ⊙ tanh(g)) with i, o, g from one 3x3 convolution of x."""
+
+    def __init__(self, dims: int, channels: int) -> None:
+        super().__init__()
+        self.gates = conv(dims, channels, 3 * channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        inputs, outputs, candidate = self.gates(x).chunk(3, dim=1)
+        return torch.sigmoid(outputs) * torch.tanh(torch.sigmoid(inputs) * torch.tanh(candidate))
+
+
+def gated_layers(dims: int, channels: int, count: int) -> nn.Sequential:
+    """`network.gated_layers` of them (the authors' 3-layer ConvLSTM; 0 by default)."""
+    return nn.Sequential(*(GatedConv(dims, channels) for _ in range(count)))
+
+
 class HyperConvNormAct(nn.Module):
     def __init__(
         self,

@@ -1,15 +1,16 @@
 """Seq2Seq's shared encoder E and target-conditioned decoder G (Han et al. 2023).
 
 Optional `network` fields: `negative_slope` (0: ReLU, the default; the authors use
-LeakyReLU 0.2) and `instance_norm_affine` (true by default; the authors' instance
-norms have no affine parameters)."""
+LeakyReLU 0.2), `instance_norm_affine` (true by default; the authors' instance norms
+have no affine parameters) and `gated_layers` (0 by default; the authors' ConvLSTM,
+3 layers after E's residual blocks and 3 before G's, see `GatedConv`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from tsfnet.nets.blocks import ConvNormAct, HyperConvNormAct, HyperResidualBlock, ResidualBlock
+from tsfnet.nets.blocks import ConvNormAct, HyperConvNormAct, HyperResidualBlock, ResidualBlock, gated_layers
 from tsfnet.nets.hyper import HyperConv
 
 
@@ -35,6 +36,7 @@ class Encoder(nn.Module):
             layers.append(ConvNormAct(dims, previous, width, kernel, stride, **options))
             previous = width
         layers += [ResidualBlock(dims, previous, **options) for _ in range(network["residual_blocks"])]
+        layers += gated_layers(dims, previous, network.get("gated_layers", 0))
         self.layers = nn.Sequential(*layers)
         self.out_channels = previous
 
@@ -50,6 +52,7 @@ class HyperDecoder(nn.Module):
         widths, kernels, strides = network["encoder_widths"], network["encoder_kernels"], network["strides"]
         basis = network["hyper_basis"]
         options = block_options(network)
+        self.gated = gated_layers(dims, widths[-1], network.get("gated_layers", 0))
         self.residual = nn.ModuleList(
             HyperResidualBlock(dims, widths[-1], cond_dim, basis, **options) for _ in range(network["residual_blocks"])
         )
@@ -68,6 +71,7 @@ class HyperDecoder(nn.Module):
         self.output = HyperConv(widths[0], out_channels, kernels[0], cond_dim, dims, basis=basis)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = self.gated(x)
         for block in self.residual:
             x = block(x, cond)
         for upsample, layer in zip(self.upsample, self.up_convs, strict=True):

@@ -12,6 +12,7 @@ import math
 
 BYTES = 4  # fp32 activations; bf16 autocast roughly halves this, kept as headroom
 TENSORS_PER_CONV = 4  # conv output, norm output, activation, saved input
+GATED_TENSORS = 8  # a gated layer (ConvLSTM at length 1): three gates, their activations, the cell, the output
 VGG_ELEMENTS_PER_PIXEL = 2 * (64 * 2 + 128 * 2 / 4 + 256 * 4 / 16 + 512 * 4 / 64 + 512 * 4 / 256)
 
 
@@ -24,6 +25,7 @@ def activation_elements_per_sample(patch: list[int], network: dict, n_sources: i
         scale /= stride**dims
         per_pass += TENSORS_PER_CONV * width * voxels * scale
     per_pass += 2 * network["residual_blocks"] * TENSORS_PER_CONV * widths[-1] * voxels * scale
+    per_pass += network.get("gated_layers", 0) * GATED_TENSORS * widths[-1] * voxels * scale
     encoder = n_sources * per_pass
     decoder = 2 * per_pass
     perceptual = 2 * VGG_ELEMENTS_PER_PIXEL * voxels

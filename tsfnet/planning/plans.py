@@ -100,6 +100,9 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
         _check(config, CONFIGURATION_SCHEMA, f"configurations.{name}", path)
         if not config["patch_size"] or not all(_positive_int(v) for v in config["patch_size"]):
             raise InputError(path, f"'configurations.{name}.patch_size' must be positive integers")
+    gated = plans["network"].get("gated_layers", 0)
+    if not isinstance(gated, int) or isinstance(gated, bool) or gated < 0:
+        raise InputError(path, f"'network.gated_layers' must be a whole number of at least 0, got {gated!r}")
     if not all(_positive_int(v) for v in plans["network"]["strides"]):
         raise InputError(path, f"'network.strides' must be positive integers, got {plans['network']['strides']}")
     sampling = plans["training"].get("task_sampling", "per_sample")  # plans older than the option: per sample
