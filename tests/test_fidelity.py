@@ -160,6 +160,7 @@ def test_paper_preset_names_the_authors_settings():
     plans = apply_preset(minimal_plans(), "brats2021_paper")
     assert plans["network"]["negative_slope"] == 0.2 and plans["network"]["instance_norm_affine"] is False
     assert plans["network"]["gated_layers"] == 3  # their ConvLSTM in E and in G
+    assert plans["network"]["predict_context"] is True  # their G predicts the 3 slices
     tsf = plans["fusion"]["tsf"]
     assert tsf["weighting"] == "sigmoid" and tsf["spatial_bias"] is False and tsf["spatial_padding"] == "zeros"
     assert tsf["channel_negative_slope"] == 0.2
@@ -277,3 +278,48 @@ def test_gated_layer_is_a_convlstm_cell_at_length_one_from_a_zero_state():
     decoder = HyperDecoder(network, NETWORK["code_embedding"])
     assert len(decoder.gated) == 3
     assert decoder(torch.randn(2, width, 4, 4), torch.randn(1, NETWORK["code_embedding"])).shape == (2, 1, 16, 16)
+
+
+def test_predict_context_trains_on_every_slice_and_infers_the_centre_one():
+    """The authors' G predicts all three slices of a 2.5D input; the losses take them all,
+    inference and the TSEM keep the centre slice."""
+    import torch
+
+    from tests.test_model import plans
+    from tsfnet.batch import Batch
+    from tsfnet.inference.engine import predict_targets
+    from tsfnet.model import FusionModel
+    from tsfnet.training.losses import SynthesisCriterion
+    from tsfnet.training.stages import FinetuneStage, PretrainStage
+
+    torch.manual_seed(0)
+    raw = plans(context=3)
+    raw["network"]["predict_context"] = True
+    model = FusionModel(raw, "tsf")
+    assert model.output_slices == 3
+    images = torch.randn(2, 4, 3, 16, 16)
+    mask = torch.tensor([[1.0, 1, 0, 0]]).expand(2, 4)
+    out = model(images, mask, torch.tensor([2]), sources=(0, 1))
+    assert out.output.shape == (2, 3, 16, 16) and out.base.shape == (2, 3, 16, 16)
+    target = torch.tensor([2, 2])
+    batch = Batch(images=images, source_mask=mask, target=target, target_image=images[:, 2, 1:2],
+                  brain_mask=torch.ones(2, 1, 16, 16, dtype=torch.bool), shared_sources=(0, 1))  # fmt: skip
+    compared = []
+
+    class Recording(SynthesisCriterion):
+        def forward(self, prediction, reference):
+            compared.append(reference)
+            return super().forward(prediction, reference)
+
+    FinetuneStage().loss(model, batch, Recording(source_reconstruction=True))
+    PretrainStage().loss(model, batch, Recording())
+    assert torch.equal(compared[0], images[:, 2]) and all(r.shape == (2, 3, 16, 16) for r in compared)
+    volume = {c: np.random.default_rng(c).uniform(-1, 1, (16, 16, 5)).astype(np.float32) for c in (0, 1)}
+    prediction = predict_targets(model, volume, (0, 1), [2], torch.device("cpu"), context=3)[2]
+    assert prediction.output.shape == (1, 16, 16, 5) and prediction.tsem.shape == (16, 16, 5)
+    with torch.no_grad():  # slice 2 of the volume: the centre channel of the model's 3
+        x = torch.zeros(1, 4, 3, 16, 16)
+        for c in (0, 1):
+            x[0, c] = torch.from_numpy(np.moveaxis(volume[c][:, :, 1:4], -1, 0))
+        full = model(x, torch.tensor([[1.0, 1, 0, 0]]), torch.tensor([2]), sources=(0, 1))
+    assert np.allclose(prediction.synthesis[:, :, 2], full.output[0, 1].numpy(), atol=1e-5)

@@ -25,6 +25,15 @@ class Batch:
         return self.shared_sources is not None
 
     @property
+    def target_slices(self) -> torch.Tensor:
+        """(B, Cin, *S): every context slice of the target, for a head that predicts them all."""
+        return self.images[torch.arange(len(self.target), device=self.target.device), self.target]
+
+    def reference_for(self, output: torch.Tensor) -> torch.Tensor:
+        """What a synthesis is compared with: the centre slice, or all of them (`output_slices`)."""
+        return self.target_slices if output.shape[1] > 1 else self.target_image
+
+    @property
     def task_target(self) -> torch.Tensor:
         """The target as the model takes it: (1,) when the batch shares its task, so every
         HyperConv runs one dense convolution, else (B,)."""

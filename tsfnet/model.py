@@ -40,7 +40,12 @@ class Seq2SeqCore(Network):
         self.n_sequences = plans.n_sequences
         self.dims = configuration.dims
         self.encoder = Encoder(configuration.context_slices, plans.network, self.dims)
-        self.head = registry.get("head", head)(plans.network, self.n_sequences, self.dims, plans.label_classes)
+        # `network.predict_context`: G predicts every context slice, as the authors' decoder
+        # does (the losses take them all; inference keeps the centre one).
+        slices = configuration.context_slices if plans.network.get("predict_context") else 1
+        network = {**plans.network, "output_slices": slices}
+        self.head = registry.get("head", head)(network, self.n_sequences, self.dims, plans.label_classes)
+        self.output_slices = getattr(self.head, "output_slices", 1)  # a segmentation head: its labels
         self.stages = head_stages(head)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

@@ -67,6 +67,7 @@ class Network(nn.Module):
     phases: tuple[str, ...] = ("synthesise",)
     n_sequences: int
     dims: int
+    output_slices: int = 1  # a synthesis of every context slice, inference keeping the centre one
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named parts, e.g. encoder / fusion / head; by default the whole network."""

@@ -19,7 +19,9 @@ class SynthesisHead(nn.Module):
         self.n_sequences = n_sequences
         self.embed = nn.Linear(n_sequences, network["code_embedding"], bias=False)
         nn.init.normal_(self.embed.weight, std=1.0)  # unit-scale condition for HyperConv
-        self.decoder = HyperDecoder(network, network["code_embedding"], out_channels=1, dims=dims)
+        # `output_slices`: the context slices G predicts (the authors' 3 with `network.predict_context`).
+        self.output_slices = int(network.get("output_slices", 1))
+        self.decoder = HyperDecoder(network, network["code_embedding"], out_channels=self.output_slices, dims=dims)
 
     def forward(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         onehot = nn.functional.one_hot(target.long(), self.n_sequences).to(features.dtype)

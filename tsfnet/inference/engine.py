@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from tsfnet.devices import autocast
-from tsfnet.model import Network
+from tsfnet.model import ModelOutput, Network
 
 
 @dataclass
@@ -136,6 +136,7 @@ def predict_targets(
             for target in targets:
                 # One target for the whole batch, said by its shape: dense HyperConvs, no device check.
                 out = model.decode(features, mask, torch.full((1,), target, dtype=torch.long, device=device))
+                out = centre_slice(out, model.output_slices)
                 omega = None if out.weights is None else out.weights.float().sum(0).cpu().numpy()
                 results[target].add(
                     where,
@@ -147,6 +148,14 @@ def predict_targets(
                     _to_grid(out.base, model.dims) if keep_base and out.base is not None else None,
                 )
     return {t: acc.result() for t, acc in results.items()}
+
+
+def centre_slice(out: ModelOutput, slices: int) -> ModelOutput:
+    """The centre slice of a head that predicts every context slice (`output_slices`)."""
+    if slices == 1:
+        return out
+    keep = slice(slices // 2, slices // 2 + 1)
+    return ModelOutput(out.output[:, keep], None if out.base is None else out.base[:, keep], out.weights)
 
 
 def _pieces(

@@ -2,8 +2,10 @@
 
 Optional `network` fields: `negative_slope` (0: ReLU, the default; the authors use
 LeakyReLU 0.2), `instance_norm_affine` (true by default; the authors' instance norms
-have no affine parameters) and `gated_layers` (0 by default; the authors' ConvLSTM,
-3 layers after E's residual blocks and 3 before G's, see `GatedConv`)."""
+have no affine parameters), `gated_layers` (0 by default; the authors' ConvLSTM,
+3 layers after E's residual blocks and 3 before G's, see `GatedConv`) and
+`predict_context` (false by default: G predicts the centre slice; true: every context
+slice, as the authors' G, see `tsfnet.model.Seq2SeqCore`)."""
 
 from __future__ import annotations
 

@@ -100,6 +100,8 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
         _check(config, CONFIGURATION_SCHEMA, f"configurations.{name}", path)
         if not config["patch_size"] or not all(_positive_int(v) for v in config["patch_size"]):
             raise InputError(path, f"'configurations.{name}.patch_size' must be positive integers")
+    if not isinstance(plans["network"].get("predict_context", False), bool):
+        raise InputError(path, "'network.predict_context' must be true or false")
     gated = plans["network"].get("gated_layers", 0)
     if not isinstance(gated, int) or isinstance(gated, bool) or gated < 0:
         raise InputError(path, f"'network.gated_layers' must be a whole number of at least 0, got {gated!r}")

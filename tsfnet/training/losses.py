@@ -44,6 +44,8 @@ class PerceptualLoss(nn.Module):
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.dim() == 5:  # (B, 1, X, Y, Z) -> slices (B*Z, 1, X, Y)
             x = x.permute(0, 4, 1, 2, 3).flatten(0, 1)
+        if x.shape[1] > 1:  # several context slices (`output_slices`): each a grey image
+            x = x.flatten(0, 1).unsqueeze(1)
         x = ((x + 1) / 2).expand(-1, 3, -1, -1)  # [-1, 1] grey -> [0, 1] RGB
         x = (x - self.mean) / self.std
         out = []

@@ -119,7 +119,8 @@ class PretrainStage(Stage):
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         source = batch.source_mask.argmax(dim=1)
         images = batch.images[torch.arange(len(source), device=source.device), source]
-        return criterion(model(images, batch.task_target, phase="one_to_one"), batch.target_image)
+        output = model(images, batch.task_target, phase="one_to_one")
+        return criterion(output, batch.reference_for(output))
 
 
 @register("stage", "finetune")
@@ -139,9 +140,10 @@ class FinetuneStage(Stage):
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         out = model(batch.images, batch.source_mask, batch.task_target, sources=batch.shared_sources)
-        loss = criterion(out.output, batch.target_image)
+        reference = batch.reference_for(out.output)
+        loss = criterion(out.output, reference)
         if out.base is not None:
-            loss = loss + criterion(out.base, batch.target_image)
+            loss = loss + criterion(out.base, reference)
         if getattr(criterion, "source_reconstruction", False):
             loss = loss + self.source_term(model, batch, criterion)
         return loss
@@ -161,9 +163,11 @@ class FinetuneStage(Stage):
         out = model(batch.images, batch.source_mask, target, sources=batch.shared_sources)
         skip_attention = out.base is not None and bool(torch.rand(()) < 0.5)
         synthesis = out.base if skip_attention else out.output
-        context = batch.images.shape[2]
-        source = batch.images[torch.arange(len(chosen), device=chosen.device), chosen, context // 2]
-        return criterion(synthesis, source.unsqueeze(1))
+        source = batch.images[torch.arange(len(chosen), device=chosen.device), chosen]  # (B, Cin, *S)
+        if synthesis.shape[1] == 1:  # G predicts the centre slice only
+            centre = source.shape[1] // 2
+            source = source[:, centre : centre + 1]
+        return criterion(synthesis, source)
 
 
 def soft_dice_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
