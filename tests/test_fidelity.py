@@ -170,6 +170,7 @@ def test_paper_preset_names_the_authors_settings():
     finetune = plans["training"]["finetune"]  # theirs: poly over 500 epochs of 830 x 4 steps, floor 1e-6
     assert (finetune["schedule"], finetune["horizon_steps"], finetune["min_lr"]) == ("poly", 1_660_000, 1e-6)
     assert finetune["sampler"] == "source_count" and loss["source_reconstruction"] is True
+    assert loss["cycle_weight"] == 10.0
     assert plans["training"]["augment"] == "authors"
     TaskSpecificFusion(4, 32, **tsf)  # every option is one the fusion takes
 
@@ -323,3 +324,42 @@ def test_predict_context_trains_on_every_slice_and_infers_the_centre_one():
             x[0, c] = torch.from_numpy(np.moveaxis(volume[c][:, :, 1:4], -1, 0))
         full = model(x, torch.tensor([[1.0, 1, 0, 0]]), torch.tensor([2]), sources=(0, 1))
     assert np.allclose(prediction.synthesis[:, :, 2], full.output[0, 1].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("context", [1, 3])
+def test_stage_one_adds_the_source_and_cycle_terms(context):
+    """Their stage 1: 10·[SL1(G(E(x_s)|t), x_t) + SL1(G(E(x_s)|s), x_s)] + perceptual terms
+    + 10·SL1(G(E(G(E(x_s)|t))|s), x_s); the cycle needs G to predict E's whole input."""
+    import torch
+
+    from tests.test_model import plans
+    from tsfnet.batch import Batch
+    from tsfnet.errors import TsfnetError
+    from tsfnet.model import FusionModel
+    from tsfnet.training.losses import SynthesisCriterion
+    from tsfnet.training.stages import PretrainStage
+
+    torch.manual_seed(0)
+    raw = plans(context=context)
+    raw["network"]["predict_context"] = True
+    model = FusionModel(raw, "tsf")
+    images = torch.randn(2, 4, context, 16, 16)
+    mask = torch.tensor([[0.0, 0, 1, 0]]).expand(2, 4)
+    batch = Batch(images=images, source_mask=mask, target=torch.tensor([1, 1]), target_image=images[:, 1, :1],
+                  brain_mask=torch.ones(2, 1, 16, 16, dtype=torch.bool), shared_sources=(2,))  # fmt: skip
+    compared = []
+
+    class Recording(SynthesisCriterion):
+        def forward(self, prediction, reference):
+            compared.append(reference)
+            return super().forward(prediction, reference)
+
+    stage = PretrainStage()
+    plain = stage.loss(model, batch, Recording())
+    full = stage.loss(model, batch, Recording(source_reconstruction=True, cycle_weight=10.0))
+    assert len(compared) == 3 and torch.equal(compared[2], images[:, 2])  # target, target, then the source
+    assert full > plain
+    raw["network"]["predict_context"] = False
+    if context > 1:  # G gives one slice, E takes three: no cycle
+        with pytest.raises(TsfnetError, match="cycle_weight feeds G's output back into E"):
+            stage.loss(FusionModel(raw, "tsf"), batch, Recording(cycle_weight=10.0))

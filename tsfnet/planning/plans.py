@@ -116,6 +116,9 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
         )
     if not isinstance(plans["training"]["loss"].get("source_reconstruction", False), bool):
         raise InputError(path, "'training.loss.source_reconstruction' must be true or false")
+    cycle = plans["training"]["loss"].get("cycle_weight", 0.0)
+    if not isinstance(cycle, NUMBER) or isinstance(cycle, bool) or cycle < 0:
+        raise InputError(path, f"'training.loss.cycle_weight' must be a number of at least 0, got {cycle!r}")
     oversampling = plans["training"].get("lesion_oversampling", 0.0)
     if not isinstance(oversampling, (int, float)) or isinstance(oversampling, bool) or not 0 <= oversampling <= 1:
         raise InputError(path, f"'training.lesion_oversampling' must be a number from 0 to 1, got {oversampling!r}")
@@ -259,7 +262,8 @@ class TrainingSettings:
     lesion_oversampling: float
     rec_weight: float
     perceptual_weight: float
-    source_reconstruction: bool  # stage 2 also decodes the sources to one of them (the authors' third term)
+    source_reconstruction: bool  # each stage also reconstructs a source (the authors' source terms)
+    cycle_weight: float  # stage 1's cycle term G(E(G(E(x_s)|t))|s) vs x_s (the authors': 10; 0 = off)
 
 
 @dataclass(frozen=True)
@@ -351,6 +355,7 @@ class Plans:
             rec_weight=float(loss["rec_weight"]),
             perceptual_weight=float(loss["perceptual_weight"]),
             source_reconstruction=bool(loss.get("source_reconstruction", False)),
+            cycle_weight=float(loss.get("cycle_weight", 0.0)),
         )
 
     def training_for(self, stage: Any) -> StageTraining:

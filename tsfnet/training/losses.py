@@ -88,8 +88,9 @@ def build_perceptual(explicit: Path | None, weight: float) -> PerceptualLoss | N
 
 
 class SynthesisCriterion(nn.Module):
-    """λr · reconstruction + λp · perceptual (the paper: λr = 10, λp = 0.01). With
-    `source_reconstruction`, stage 2 adds the authors' third term (`FinetuneStage.loss`)."""
+    """λr · reconstruction + λp · perceptual (the paper: λr = 10, λp = 0.01). It also carries
+    the authors' extra terms for the stages to add: `source_reconstruction` (both stages)
+    and `cycle_weight` (stage 1's cycle term, reconstruction only)."""
 
     def __init__(
         self,
@@ -98,12 +99,13 @@ class SynthesisCriterion(nn.Module):
         perceptual: PerceptualLoss | None = None,
         perceptual_weight: float = 0.01,
         source_reconstruction: bool = False,
+        cycle_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.reconstruction = registry.get("loss", reconstruction)()
         self.rec_weight, self.perceptual_weight = rec_weight, perceptual_weight
         self.perceptual = perceptual
-        self.source_reconstruction = source_reconstruction
+        self.source_reconstruction, self.cycle_weight = source_reconstruction, cycle_weight
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = self.rec_weight * self.reconstruction(prediction, target)

@@ -260,6 +260,7 @@ class Runner:
             self._perceptual,
             weight,
             source_reconstruction=self.training.source_reconstruction,
+            cycle_weight=self.training.cycle_weight,
         )
 
     def run_stage(self, stage: Stage, state: dict | None) -> None:

@@ -118,9 +118,23 @@ class PretrainStage(Stage):
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         source = batch.source_mask.argmax(dim=1)
-        images = batch.images[torch.arange(len(source), device=source.device), source]
+        images = batch.images[torch.arange(len(source), device=source.device), source]  # (B, Cin, *S)
         output = model(images, batch.task_target, phase="one_to_one")
-        return criterion(output, batch.reference_for(output))
+        loss = criterion(output, batch.reference_for(output))
+        source_code = source[:1] if batch.shared_task else source  # the source as a target
+        source_slices = images if output.shape[1] > 1 else centre_slice(images)
+        if getattr(criterion, "source_reconstruction", False):  # the authors' G(E(x_s)|s) vs x_s
+            loss = loss + criterion(model(images, source_code, phase="one_to_one"), source_slices)
+        cycle_weight = getattr(criterion, "cycle_weight", 0.0)
+        if cycle_weight:  # and their cycle: G(E(G(E(x_s)|t))|s) vs x_s
+            if output.shape[1] != images.shape[1]:
+                raise TsfnetError(
+                    "training.loss.cycle_weight feeds G's output back into E: G must predict every input slice "
+                    "(network.predict_context: true, or context_slices 1)"
+                )
+            back = model(output, source_code, phase="one_to_one")
+            loss = loss + cycle_weight * criterion.reconstruction(back, source_slices)
+        return loss
 
 
 @register("stage", "finetune")
@@ -164,10 +178,13 @@ class FinetuneStage(Stage):
         skip_attention = out.base is not None and bool(torch.rand(()) < 0.5)
         synthesis = out.base if skip_attention else out.output
         source = batch.images[torch.arange(len(chosen), device=chosen.device), chosen]  # (B, Cin, *S)
-        if synthesis.shape[1] == 1:  # G predicts the centre slice only
-            centre = source.shape[1] // 2
-            source = source[:, centre : centre + 1]
-        return criterion(synthesis, source)
+        return criterion(synthesis, source if synthesis.shape[1] > 1 else centre_slice(source))
+
+
+def centre_slice(images: torch.Tensor) -> torch.Tensor:
+    """(B, Cin, *S) -> (B, 1, *S): the centre context slice, what a one-slice G predicts."""
+    centre = images.shape[1] // 2
+    return images[:, centre : centre + 1]
 
 
 def soft_dice_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
