@@ -5,7 +5,7 @@ spent waiting for the next batch, the bare step (Stage.step replayed on the time
 batches, already on the device) and the runner's overhead over it; on CUDA also the FLOPs of one step
 (torch.utils.flop_counter) as TFLOP/s and as a share of the GPU's dense bf16 peak.
 
-Sizes: `demo` (the phantom at 1/4 resolution, the planned network, batch 8, as `tsfnet demo`)
+Sizes: `demo` (the phantom at 1/4 resolution, the planned network, batch 8: the demo's size when issue 16 was filed)
 and `paper` (192x192 slices, the paper's network, batch 8). Rows: tsf pretrain and finetune
 with one task per sample and per batch (`training.task_sampling`), mmgan and hinet.
 
