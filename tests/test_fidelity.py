@@ -175,6 +175,18 @@ def test_paper_preset_names_the_authors_settings():
     TaskSpecificFusion(4, 32, **tsf)  # every option is one the fusion takes
 
 
+def recording_criterion(compared: list):
+    """A SynthesisCriterion class that appends every reference it is given to `compared`."""
+    from tsfnet.training.losses import SynthesisCriterion
+
+    class Recording(SynthesisCriterion):
+        def forward(self, prediction, reference):
+            compared.append(reference)
+            return super().forward(prediction, reference)
+
+    return Recording
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_stage_two_source_term_decodes_the_sources_to_one_of_them(shared):
     """The authors' third stage-2 term: with `source_reconstruction` the loss adds a decode of
@@ -184,7 +196,6 @@ def test_stage_two_source_term_decodes_the_sources_to_one_of_them(shared):
     from tests.test_model import plans
     from tsfnet.batch import Batch
     from tsfnet.model import FusionModel
-    from tsfnet.training.losses import SynthesisCriterion
     from tsfnet.training.stages import FinetuneStage
 
     torch.manual_seed(0)
@@ -202,11 +213,7 @@ def test_stage_two_source_term_decodes_the_sources_to_one_of_them(shared):
         shared_sources=(0, 2) if shared else None,
     )
     compared = []
-
-    class Recording(SynthesisCriterion):
-        def forward(self, prediction, reference):
-            compared.append(reference)
-            return super().forward(prediction, reference)
+    Recording = recording_criterion(compared)
 
     stage = FinetuneStage()
     plain = stage.loss(model, batch, Recording())
@@ -290,7 +297,6 @@ def test_predict_context_trains_on_every_slice_and_infers_the_centre_one():
     from tsfnet.batch import Batch
     from tsfnet.inference.engine import predict_targets
     from tsfnet.model import FusionModel
-    from tsfnet.training.losses import SynthesisCriterion
     from tsfnet.training.stages import FinetuneStage, PretrainStage
 
     torch.manual_seed(0)
@@ -306,11 +312,7 @@ def test_predict_context_trains_on_every_slice_and_infers_the_centre_one():
     batch = Batch(images=images, source_mask=mask, target=target, target_image=images[:, 2, 1:2],
                   brain_mask=torch.ones(2, 1, 16, 16, dtype=torch.bool), shared_sources=(0, 1))  # fmt: skip
     compared = []
-
-    class Recording(SynthesisCriterion):
-        def forward(self, prediction, reference):
-            compared.append(reference)
-            return super().forward(prediction, reference)
+    Recording = recording_criterion(compared)
 
     FinetuneStage().loss(model, batch, Recording(source_reconstruction=True))
     PretrainStage().loss(model, batch, Recording())
@@ -336,7 +338,6 @@ def test_stage_one_adds_the_source_and_cycle_terms(context):
     from tsfnet.batch import Batch
     from tsfnet.errors import TsfnetError
     from tsfnet.model import FusionModel
-    from tsfnet.training.losses import SynthesisCriterion
     from tsfnet.training.stages import PretrainStage
 
     torch.manual_seed(0)
@@ -348,11 +349,7 @@ def test_stage_one_adds_the_source_and_cycle_terms(context):
     batch = Batch(images=images, source_mask=mask, target=torch.tensor([1, 1]), target_image=images[:, 1, :1],
                   brain_mask=torch.ones(2, 1, 16, 16, dtype=torch.bool), shared_sources=(2,))  # fmt: skip
     compared = []
-
-    class Recording(SynthesisCriterion):
-        def forward(self, prediction, reference):
-            compared.append(reference)
-            return super().forward(prediction, reference)
+    Recording = recording_criterion(compared)
 
     stage = PretrainStage()
     plain = stage.loss(model, batch, Recording())

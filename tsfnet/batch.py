@@ -30,8 +30,8 @@ class Batch:
         return self.images[torch.arange(len(self.target), device=self.target.device), self.target]
 
     def reference_for(self, output: torch.Tensor) -> torch.Tensor:
-        """What a synthesis is compared with: the centre slice, or all of them (`output_slices`)."""
-        return self.target_slices if output.shape[1] > 1 else self.target_image
+        """What a synthesis of the target is compared with (`slices_like`)."""
+        return slices_like(self.target_slices, output)
 
     @property
     def task_target(self) -> torch.Tensor:
@@ -45,3 +45,12 @@ class Batch:
         return Batch(
             **{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
         )
+
+
+def slices_like(images: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """(B, Cin, *S) context slices as a head's `output` is compared with them: all of them
+    (`output_slices`), or the centre one (B, 1, *S)."""
+    if output.shape[1] > 1:
+        return images
+    centre = images.shape[1] // 2
+    return images[:, centre : centre + 1]

@@ -185,6 +185,7 @@ def evaluate(
     references = {c.case_id: c for c in find_input_cases(reference_dir, len(channel_names))}
     lpips = build_lpips(lpips_weights)
     rows, failures = [], []
+    preview_dir = report_dir / "previews" if previews else None
     for meta_path, meta in track(predictions, "evaluating", enabled=progress):
         reference = references.get(meta["case"])
         if reference is None:
@@ -192,7 +193,6 @@ def evaluate(
             continue
         try:
             label = reference_label(meta["case"], reference_dir, labels_dir)
-            preview_dir = report_dir / "previews" if previews else None
             rows.append(evaluate_one(meta_path, meta, pred_dir, reference, channel_names, lpips, label, preview_dir))
         except TsfnetError as exc:
             failures.append(str(exc))

@@ -136,7 +136,7 @@ def predict_targets(
             for target in targets:
                 # One target for the whole batch, said by its shape: dense HyperConvs, no device check.
                 out = model.decode(features, mask, torch.full((1,), target, dtype=torch.long, device=device))
-                out = centre_slice(out, model.output_slices)
+                out = centre_output(out, model.output_slices)
                 omega = None if out.weights is None else out.weights.float().sum(0).cpu().numpy()
                 results[target].add(
                     where,
@@ -150,7 +150,7 @@ def predict_targets(
     return {t: acc.result() for t, acc in results.items()}
 
 
-def centre_slice(out: ModelOutput, slices: int) -> ModelOutput:
+def centre_output(out: ModelOutput, slices: int) -> ModelOutput:
     """The centre slice of a head that predicts every context slice (`output_slices`)."""
     if slices == 1:
         return out

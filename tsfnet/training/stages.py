@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tsfnet.batch import Batch
+from tsfnet.batch import Batch, slices_like
 from tsfnet.devices import autocast
 from tsfnet.errors import TsfnetError
 from tsfnet.fusion.base import Network
@@ -122,7 +122,7 @@ class PretrainStage(Stage):
         output = model(images, batch.task_target, phase="one_to_one")
         loss = criterion(output, batch.reference_for(output))
         source_code = source[:1] if batch.shared_task else source  # the source as a target
-        source_slices = images if output.shape[1] > 1 else centre_slice(images)
+        source_slices = slices_like(images, output)
         if getattr(criterion, "source_reconstruction", False):  # the authors' G(E(x_s)|s) vs x_s
             loss = loss + criterion(model(images, source_code, phase="one_to_one"), source_slices)
         cycle_weight = getattr(criterion, "cycle_weight", 0.0)
@@ -178,13 +178,7 @@ class FinetuneStage(Stage):
         skip_attention = out.base is not None and bool(torch.rand(()) < 0.5)
         synthesis = out.base if skip_attention else out.output
         source = batch.images[torch.arange(len(chosen), device=chosen.device), chosen]  # (B, Cin, *S)
-        return criterion(synthesis, source if synthesis.shape[1] > 1 else centre_slice(source))
-
-
-def centre_slice(images: torch.Tensor) -> torch.Tensor:
-    """(B, Cin, *S) -> (B, 1, *S): the centre context slice, what a one-slice G predicts."""
-    centre = images.shape[1] // 2
-    return images[:, centre : centre + 1]
+        return criterion(synthesis, slices_like(source, synthesis))
 
 
 def soft_dice_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
