@@ -82,10 +82,30 @@ def test_lesion_oversampling_draws_windows_that_hold_the_tumour(store, tmp_path)
     assert share_with_tumour(0.0) < 0.7  # without it, most 16 x 16 windows miss the tumour
 
 
-def test_plans_reject_a_lesion_oversampling_outside_zero_to_one(store):
+@pytest.mark.parametrize("key", ["lesion_oversampling", "brain_slice_probability"])
+def test_plans_reject_a_share_outside_zero_to_one(store, key):
     from tsfnet.planning.plans import validate_plans
 
     plans = load_plans(store / "plans.json")
-    plans["training"]["lesion_oversampling"] = 1.5
-    with pytest.raises(InputError, match="lesion_oversampling"):
+    plans["training"][key] = 1.5
+    with pytest.raises(InputError, match=key):
         validate_plans(plans)
+
+
+@pytest.mark.parametrize("probability", [1.0, 0.0])
+def test_brain_slice_probability_decides_how_often_a_slice_outside_the_brain_is_drawn(store, tmp_path, probability):
+    copy = patch_store(store, tmp_path)
+    plans = load_plans(copy / "plans.json")
+    cases = CaseStore(copy, sorted(p.stem for p in (copy / "cases").glob("*.b2zip")), plans["channel_names"]).unpack()
+    loader = TaskBatchLoader(cases, PATCH, 8, "many_to_one", seed=0, brain_slice_probability=probability)
+    case = loader.usable[0]
+    shape = cases.array(case, "mask").shape
+    brain = set(loader.brain_slices[case].tolist())
+    assert 0 < len(brain) < shape[2]  # the crop keeps some slices outside the brain
+    rng = np.random.default_rng(0)
+    centres = [loader._window(rng, case, shape)[2].start + loader.context // 2 for _ in range(200)]
+    outside = np.mean([z not in brain for z in centres])
+    if probability == 1.0:  # the authors' rule: never a slice without brain
+        assert outside == 0
+    else:
+        assert outside == pytest.approx(1 - len(brain) / shape[2], abs=0.1)

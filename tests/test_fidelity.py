@@ -170,8 +170,9 @@ def test_paper_preset_names_the_authors_settings():
     finetune = plans["training"]["finetune"]  # theirs: poly over 500 epochs of 830 x 4 steps, floor 1e-6
     assert (finetune["schedule"], finetune["horizon_steps"], finetune["min_lr"]) == ("poly", 1_660_000, 1e-6)
     assert finetune["sampler"] == "source_count" and loss["source_reconstruction"] is True
-    assert loss["cycle_weight"] == 10.0
+    assert loss["cycle_weight"] == 10.0 and loss["perceptual"] == "nnseq2seq"  # their later VGG19 loss
     assert plans["training"]["augment"] == "authors"
+    assert plans["training"]["brain_slice_probability"] == 1.0  # they skip slices without brain
     TaskSpecificFusion(4, 32, **tsf)  # every option is one the fusion takes
 
 

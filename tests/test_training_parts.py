@@ -188,6 +188,22 @@ def test_vgg19_loads_from_a_local_file(tmp_path):
     assert vgg19_perceptual(path).layers == loss.layers
 
 
+def test_nnseq2seq_variant_average_pools_and_sums_the_squared_error_after_every_relu(tmp_path):
+    from torchvision.models import vgg19
+
+    path = tmp_path / "vgg19-local.pth"
+    torch.save({f"features.{k}": v for k, v in vgg19(weights=None).features.state_dict().items()}, path)
+    loss = vgg19_perceptual(path, "nnseq2seq")
+    assert not any(isinstance(m, nn.MaxPool2d) for m in loss.backbone)
+    assert sum(isinstance(m, nn.AvgPool2d) for m in loss.backbone) == 4  # the fifth pool comes after relu5_4
+    assert len(loss.layers) == 16 and set(loss.layer_weights) == {1.0}
+    x, y = torch.rand(1, 1, 32, 32) * 2 - 1, torch.rand(1, 1, 32, 32) * 2 - 1
+    expected = sum(((a - b) ** 2).mean() for a, b in zip(loss.features(x), loss.features(y), strict=True))
+    assert loss(x, y).item() == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="nnseq2seq"):
+        vgg19_perceptual(path, "lpips")
+
+
 def test_missing_vgg19_falls_back_to_l1_with_one_clear_warning(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("TSFNET_WEIGHTS_DIR", raising=False)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))

@@ -20,12 +20,16 @@ from typing import Any
 from tsfnet.atomic import read_json, write_json
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.tasks import SAMPLERS, TASK_SAMPLING
+from tsfnet.training.losses import PERCEPTUAL_VARIANTS
 from tsfnet.training.schedules import SCHEDULES
 
 DEFAULT_PLANS = "plans"
 
 SCHEMA_VERSION = 1
 NUMBER = (int, float)
+# 2D training draws a slice inside the brain this often, else any slice (plans without
+# training.brain_slice_probability); the authors skip slices outside the brain (1.0).
+BRAIN_SLICE_PROBABILITY = 0.9
 
 # Expected type of every required key; nested dicts are validated recursively.
 SCHEMA: dict[str, Any] = {
@@ -119,9 +123,15 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
     cycle = plans["training"]["loss"].get("cycle_weight", 0.0)
     if not isinstance(cycle, NUMBER) or isinstance(cycle, bool) or cycle < 0:
         raise InputError(path, f"'training.loss.cycle_weight' must be a number of at least 0, got {cycle!r}")
-    oversampling = plans["training"].get("lesion_oversampling", 0.0)
-    if not isinstance(oversampling, (int, float)) or isinstance(oversampling, bool) or not 0 <= oversampling <= 1:
-        raise InputError(path, f"'training.lesion_oversampling' must be a number from 0 to 1, got {oversampling!r}")
+    perceptual = plans["training"]["loss"].get("perceptual", "pix2pixhd")
+    if perceptual not in PERCEPTUAL_VARIANTS:
+        raise InputError(
+            path, f"'training.loss.perceptual' must be {' or '.join(PERCEPTUAL_VARIANTS)}, got {perceptual!r}"
+        )
+    for key in ("lesion_oversampling", "brain_slice_probability"):
+        share = plans["training"].get(key, 0.0)
+        if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share <= 1:
+            raise InputError(path, f"'training.{key}' must be a number from 0 to 1, got {share!r}")
     stride = total_stride(plans)
     for name, config in plans["configurations"].items():
         if any(v % stride for v in config["patch_size"]):
@@ -260,8 +270,10 @@ class TrainingSettings:
     augment: bool | str  # true, false or "authors" (tsfnet.training.data.transforms)
     task_sampling: str
     lesion_oversampling: float
+    brain_slice_probability: float  # of drawing a slice inside the brain (else any slice; 2D)
     rec_weight: float
     perceptual_weight: float
+    perceptual: str  # the VGG19 loss variant (tsfnet.training.losses.PERCEPTUAL_VARIANTS)
     source_reconstruction: bool  # each stage also reconstructs a source (the authors' source terms)
     cycle_weight: float  # stage 1's cycle term G(E(G(E(x_s)|t))|s) vs x_s (the authors': 10; 0 = off)
 
@@ -352,8 +364,10 @@ class Plans:
             augment=training["augment"],
             task_sampling=training.get("task_sampling", "per_sample"),  # plans older than the option
             lesion_oversampling=float(training.get("lesion_oversampling", 0.0)),  # likewise
+            brain_slice_probability=float(training.get("brain_slice_probability", BRAIN_SLICE_PROBABILITY)),
             rec_weight=float(loss["rec_weight"]),
             perceptual_weight=float(loss["perceptual_weight"]),
+            perceptual=loss.get("perceptual", "pix2pixhd"),
             source_reconstruction=bool(loss.get("source_reconstruction", False)),
             cycle_weight=float(loss.get("cycle_weight", 0.0)),
         )

@@ -22,10 +22,10 @@ from batchgenerators.transforms.abstract_transforms import AbstractTransform, Co
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform_2
 
 from tsfnet.batch import Batch
+from tsfnet.planning.plans import BRAIN_SLICE_PROBABILITY
 from tsfnet.preprocessing.pipeline import CASES_FOLDER, load_preprocessed
 from tsfnet.tasks import SAMPLERS, TASK_SAMPLING
 
-BRAIN_SLICE_PROBABILITY = 0.9
 LESION_VOXELS_KEPT = 4096  # per case: enough tumour voxels to draw windows from
 
 
@@ -90,10 +90,12 @@ class TaskBatchLoader(SlimDataLoaderBase):
         needs_labels: bool = False,
         task_sampling: str = "per_sample",
         lesion_oversampling: float = 0.0,
+        brain_slice_probability: float = BRAIN_SLICE_PROBABILITY,
     ) -> None:
         """`lesion_oversampling`: the share of samples whose window holds a tumour voxel (cases
         with labels), as nnU-Net oversamples foreground: the lesion is a few per cent of the
-        brain, and the part a reader looks at first."""
+        brain, and the part a reader looks at first. `brain_slice_probability`: how often the
+        other 2D samples take a slice inside the brain rather than any slice."""
         if task_sampling not in TASK_SAMPLING:
             raise ValueError(f"task_sampling must be one of {', '.join(TASK_SAMPLING)}, got {task_sampling!r}")
         super().__init__(store.case_ids, batch_size, None)
@@ -105,7 +107,7 @@ class TaskBatchLoader(SlimDataLoaderBase):
         if not self.usable:
             self.usable = list(store.case_ids)
         self.brain_slices = {c: self._brain_slices(c) for c in self.usable}
-        self.lesion_oversampling = lesion_oversampling
+        self.lesion_oversampling, self.brain_slice_probability = lesion_oversampling, brain_slice_probability
         self.lesion_voxels = {c: self._lesion_voxels(c) for c in self.usable} if lesion_oversampling > 0 else {}
 
     def _lesion_voxels(self, case_id: str) -> np.ndarray:
@@ -178,7 +180,7 @@ class TaskBatchLoader(SlimDataLoaderBase):
             brain = self.brain_slices[case_id]
             if voxel is not None:
                 z = int(voxel[2])
-            elif len(brain) and rng.uniform() < BRAIN_SLICE_PROBABILITY:
+            elif len(brain) and rng.uniform() < self.brain_slice_probability:
                 z = int(rng.choice(brain))
             else:
                 z = int(rng.integers(shape[2]))

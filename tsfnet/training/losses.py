@@ -21,6 +21,10 @@ log = logging.getLogger("tsfnet")
 # coarse-to-fine as in pix2pixHD's perceptual loss.
 VGG19_LAYERS = (3, 8, 17, 26, 35)
 VGG19_LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
+# The variants `training.loss.perceptual` chooses (docs/fidelity.md, Losses): pix2pixHD's, and the
+# one in the authors' later nnSeq2Seq (max-pooling made average-pooling, the unweighted sum of
+# the MSE after every one of VGG19's 16 ReLUs).
+PERCEPTUAL_VARIANTS = ("pix2pixhd", "nnseq2seq")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -30,14 +34,21 @@ register("loss", "smooth_l1")(nn.SmoothL1Loss)
 
 
 class PerceptualLoss(nn.Module):
-    """Σ_l w_l · mean|φ_l(x) - φ_l(y)| on a frozen backbone; 3D inputs go slice by slice."""
+    """Σ_l w_l · distance(φ_l(x), φ_l(y)) on a frozen backbone, the distance the mean absolute
+    (`squared` false) or squared difference; 3D inputs go slice by slice."""
 
-    def __init__(self, backbone: nn.Sequential, layers: tuple[int, ...], layer_weights: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        backbone: nn.Sequential,
+        layers: tuple[int, ...],
+        layer_weights: tuple[float, ...],
+        squared: bool = False,
+    ) -> None:
         super().__init__()
         self.backbone = backbone[: max(layers) + 1].eval()
         for parameter in self.backbone.parameters():
             parameter.requires_grad_(False)
-        self.layers, self.layer_weights = layers, layer_weights
+        self.layers, self.layer_weights, self.squared = layers, layer_weights, squared
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
@@ -60,21 +71,30 @@ class PerceptualLoss(nn.Module):
             target_features = self.features(target)
         loss = prediction.new_zeros(())
         for weight, a, b in zip(self.layer_weights, self.features(prediction), target_features, strict=True):
-            loss = loss + weight * (a - b).abs().mean()
+            difference = a - b
+            loss = loss + weight * (difference.square() if self.squared else difference.abs()).mean()
         return loss
 
 
-def vgg19_perceptual(weights_path: Path) -> PerceptualLoss:
+def vgg19_perceptual(weights_path: Path, variant: str = "pix2pixhd") -> PerceptualLoss:
     from torchvision.models import vgg19
 
     state = load_state_dict(weights_path)
     features_only = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier")}
     backbone = vgg19(weights=None).features
     backbone.load_state_dict(features_only)
-    return PerceptualLoss(backbone, VGG19_LAYERS, VGG19_LAYER_WEIGHTS)
+    if variant == "pix2pixhd":
+        return PerceptualLoss(backbone, VGG19_LAYERS, VGG19_LAYER_WEIGHTS)
+    if variant != "nnseq2seq":
+        raise ValueError(f"perceptual variant must be one of {', '.join(PERCEPTUAL_VARIANTS)}, got {variant!r}")
+    for index, layer in enumerate(backbone):
+        if isinstance(layer, nn.MaxPool2d):
+            backbone[index] = nn.AvgPool2d(kernel_size=2, stride=2)
+    relus = tuple(i for i, layer in enumerate(backbone) if isinstance(layer, nn.ReLU))
+    return PerceptualLoss(backbone, relus, (1.0,) * len(relus), squared=True)
 
 
-def build_perceptual(explicit: Path | None, weight: float) -> PerceptualLoss | None:
+def build_perceptual(explicit: Path | None, weight: float, variant: str = "pix2pixhd") -> PerceptualLoss | None:
     if weight <= 0:
         return None
     path = find_weights(explicit, "vgg19")
@@ -84,7 +104,7 @@ def build_perceptual(explicit: Path | None, weight: float) -> PerceptualLoss | N
             + HOW_TO_SUPPLY.format(file="vgg19-dcbb9e9d.pth", flag="--perceptual-weights")
         )
         return None
-    return vgg19_perceptual(path)
+    return vgg19_perceptual(path, variant)
 
 
 class SynthesisCriterion(nn.Module):

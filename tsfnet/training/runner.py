@@ -251,7 +251,7 @@ class Runner:
     def criterion(self, section: StageTraining) -> nn.Module:
         weight = self.training.perceptual_weight
         if not hasattr(self, "_perceptual"):
-            self._perceptual = build_perceptual(self.options.perceptual_weights, weight)
+            self._perceptual = build_perceptual(self.options.perceptual_weights, weight, self.training.perceptual)
             if self._perceptual is not None:
                 self._perceptual = self._perceptual.to(self.device)
         return SynthesisCriterion(
@@ -296,6 +296,7 @@ class Runner:
             needs_labels=stage.needs_labels,
             task_sampling=self.training.task_sampling,
             lesion_oversampling=self.training.lesion_oversampling,
+            brain_slice_probability=self.training.brain_slice_probability,
         )
         loader.usable = [c for c in loader.usable if c in set(self.train_ids)] or loader.usable
         batches = batch_iterator(loader, self.training.augment, workers, self.seed + start)
