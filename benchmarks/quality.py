@@ -7,7 +7,8 @@ against step and against training time: the learning curves), then every test sc
 predicted on whole slices and evaluated with `tsfnet evaluate`'s protocol, lesion-region
 scores included. Writes `results/quality_1mm_<date>.md` (Table 1, the verdicts, Table 2,
 the cost), `..._curves.png` (all methods' learning curves) and `..._weights.png` (ω per
-target, the paper's Fig. 3).
+target, the paper's Fig. 3); a run with `--task-sampling per_sample` writes
+`quality_1mm_per_sample_<date>...` instead, to compare with the default per-batch tasks.
 
     python benchmarks/quality.py                     # about 90 min on 2 CPU cores
     python benchmarks/quality.py --budget 4          # 4x the steps per method: about 4-5 h
@@ -60,7 +61,7 @@ METRICS = (
     ("psnr_lesion", "PSNR lesion"),
     ("ssim_lesion", "SSIM lesion"),
 )
-RESULT = "quality_1mm"
+RESULT = "quality_1mm"  # + "_per_sample" for a run whose tasks are drawn per sample
 TRAIN_CASES, STEPS = 12, 2000  # the default run: about 75 min on 2 CPU cores
 CURVE_POINTS = 5  # validations per stage: the learning curves
 PLATEAU_DB = 0.1  # a last stage gaining less than this over its last validation interval has levelled off
@@ -97,8 +98,15 @@ def existing_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Pat
     planned = next((work / "preprocessed").glob("*/plans.json"), None)
     if planned is None:
         raise SystemExit(f"{work}: no preprocessed data of an earlier run (preprocessed/*/plans.json)")
-    args.patch = load_plans(planned)["configurations"]["2d"]["patch_size"]
+    plans = load_plans(planned)
+    args.patch = plans["configurations"]["2d"]["patch_size"]
+    args.task_sampling = plans["training"].get("task_sampling", "per_sample")  # as that run trained
     return planned.parent, work / "test" / "inputs", work / "test" / "reference"
+
+
+def result_name(args: argparse.Namespace) -> str:
+    """Runs that draw tasks per sample get files of their own, beside the default's."""
+    return RESULT + ("_per_sample" if args.task_sampling == "per_sample" else "")
 
 
 def rotated_split(ids: list[str], args: argparse.Namespace, fold: int) -> dict[str, list[str]]:
@@ -468,13 +476,14 @@ def main() -> None:
     if args.ensemble_folds and not args.report_only:
         outcomes[ensemble_name] = run_ensemble(args, store, inputs, reference, work, outcomes["tsf"]["train_s"])
     total_min = None if reuse else (time.perf_counter() - began) / 60
-    print(write_result(RESULT, report(args, outcomes, total_min, missing)).read_text())
+    print(write_result(result_name(args), report(args, outcomes, total_min, missing)).read_text())
 
 
 def report(
     args: argparse.Namespace, outcomes: dict[str, dict], total_min: float | None, missing: list[str] = ()
 ) -> list[str]:
     command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
+    result = result_name(args)
     resolution = f"{args.downsample} mm" if not args.full else "1 mm"
     scenarios = (
         "all 14 input subsets per test case, every missing sequence synthesised"
@@ -516,7 +525,7 @@ def report(
         "",
         "## Learning curves",
         "",
-        f"`{plot_learning_curves(outcomes, result_path(RESULT, '_curves.png')).name}`: validation PSNR (inside "
+        f"`{plot_learning_curves(outcomes, result_path(result, '_curves.png')).name}`: validation PSNR (inside "
         "the brain, the validation cases) against steps and against training minutes. Did the budget reach a "
         f"plateau (the last stage gaining under {PLATEAU_DB} dB over its last validation interval)?",
         "",
@@ -551,7 +560,7 @@ def report(
         )
     weights_png = next((o["weights_png"] for o in outcomes.values() if o["weights_png"]), None)
     if weights_png is not None:
-        chart = result_path(RESULT, "_weights.png")
+        chart = result_path(result, "_weights.png")
         shutil.copy(weights_png, chart)
         lines += ["", f"ω per target (TSF, the paper's Fig. 3): `{chart.name}`."]
     return lines

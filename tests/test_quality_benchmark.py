@@ -85,3 +85,17 @@ def test_learning_curve_chart_is_written(quality, tmp_path):
     history += validations("finetune", [(5, 30.0, 16.0), (10, 60.0, 16.5)])
     path = quality.plot_learning_curves({"tsf": {"history": history}, "mean": {"history": history}}, tmp_path / "c.png")
     assert path.is_file() and path.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("sampling", ["per_sample", "per_batch"])
+def test_a_resumed_run_reports_the_task_sampling_it_trained_with(quality, store, tmp_path, sampling):
+    from tsfnet.planning.plans import load_plans, save_plans
+
+    plans = load_plans(store / "plans.json")
+    plans["training"]["task_sampling"] = sampling
+    save_plans(plans, tmp_path / "preprocessed" / "Dataset001" / "plans.json")
+    args = quality.argparse.Namespace(task_sampling="per_batch")  # the command line's default
+    quality.existing_data(args, tmp_path)
+    assert args.task_sampling == sampling
+    expected = "quality_1mm_per_sample" if sampling == "per_sample" else "quality_1mm"
+    assert quality.result_name(args) == expected  # a per-sample run never overwrites the default's file
