@@ -86,7 +86,7 @@ def sync(device: torch.device) -> None:
 
 
 class TimedBatches:
-    """The runner's batch iterator, timing how long each `next` waits."""
+    """The runner's device batches, timing how long each `next` keeps the step waiting."""
 
     def __init__(self, inner: Iterator) -> None:
         self.inner, self.waits = inner, []
@@ -101,8 +101,7 @@ class TimedBatches:
         return item
 
     def _finish(self) -> None:
-        if hasattr(self.inner, "_finish"):
-            self.inner._finish()
+        self.inner._finish()
 
 
 @dataclass
@@ -147,17 +146,17 @@ def measure(store: Path, out: Path, fusion: str, stage_name: str, sampling: str,
 
     stage = Timed(precision=trainer.precision)
     batches: list[TimedBatches] = []
-    original = runner.batch_iterator
+    original = runner.device_batches
 
-    def timed_iterator(*positional, **keywords) -> TimedBatches:
+    def timed_batches(*positional, **keywords) -> TimedBatches:
         batches.append(TimedBatches(original(*positional, **keywords)))
         return batches[-1]
 
-    runner.batch_iterator = timed_iterator
+    runner.device_batches = timed_batches
     try:
         trainer.run_stage(stage, None)
     finally:
-        runner.batch_iterator = original
+        runner.device_batches = original
     device = trainer.device
     sync(device)
     # Iterations warmup+1 .. warmup+steps-1 lie between step starts; the last one ends at the validation.
@@ -235,7 +234,8 @@ def main() -> None:
         f"Machine: {machine()}",
         "",
         f"Batch {BATCH}; {args.steps} timed steps after {args.warmup} warm-up steps, through Runner.run_stage with "
-        f"{args.workers} augmentation workers. Waiting for data: time in the batch iterator's `next` / wall time. "
+        f"{args.workers} augmentation workers. Waiting for data: time the step waits for its next device batch "
+        "(conversion and copy included; on CUDA they are prefetched) / wall time. "
         "Bare step: Stage.step replayed on the timed steps' own batches (the same tasks), already on the device, "
         f"{args.bare} times. Runner overhead: wall time per "
         "step over the bare step (data wait, to_batch, the copy, logging; on the CPU the workers also share the "

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -40,11 +41,24 @@ class Batch:
         return self.target[:1] if self.shared_task else self.target
 
     def to(self, device: torch.device) -> Batch:
-        """On `device`; tensors are copied asynchronously (from pinned memory on CUDA)."""
+        """On `device`; the copies are asynchronous when the batch is pinned (`pin_memory`)."""
+        return self._map(lambda t: t.to(device, non_blocking=True))
+
+    def pin_memory(self) -> Batch:
+        """In page-locked host memory, which CUDA copies from without blocking the host."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def record_stream(self, stream: torch.cuda.Stream) -> None:
+        """Tell the CUDA allocator that `stream` uses these tensors (they were made on another)."""
+        for value in self._tensors().values():
+            value.record_stream(stream)
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return Batch(
-            **{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-        )
+        return {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+
+    def _map(self, change: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        return replace(self, **{k: change(v) for k, v in self._tensors().items()})
 
 
 def slices_like(images: torch.Tensor, output: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ from tsfnet.training.data import CaseStore, TaskBatchLoader, batch_iterator, to_
 from tsfnet.training.interrupt import StopRequests
 from tsfnet.training.losses import SynthesisCriterion, build_perceptual
 from tsfnet.training.meter import LossMeter
+from tsfnet.training.prefetch import device_batches
 from tsfnet.training.schedules import rate_factor
 from tsfnet.training.splits import fold_cases
 from tsfnet.training.stages import Stage
@@ -299,7 +300,12 @@ class Runner:
             brain_slice_probability=self.training.brain_slice_probability,
         )
         loader.usable = [c for c in loader.usable if c in set(self.train_ids)] or loader.usable
-        batches = batch_iterator(loader, self.training.augment, workers, self.seed + start)
+        n_sequences, context = self.model.n_sequences, self.context
+        batches = device_batches(
+            batch_iterator(loader, self.training.augment, workers, self.seed + start),
+            lambda raw: to_batch(raw, n_sequences, context),
+            self.device,
+        )
         val_every = self.options.val_every or self.training.val_every
         self.model.train()
         running, began, validating_s = LossMeter(stage.name), time.time(), 0.0
@@ -313,7 +319,7 @@ class Runner:
                     visible=(self.options.progress and self.dist.is_main),
                 )
                 for step in range(start + 1, steps + 1):
-                    batch = to_batch(next(batches), self.model.n_sequences, self.context).to(self.device)
+                    batch = next(batches)
                     loss = stage.step(network, batch, criterion, optimizers, (step - 1) / steps)
                     for scheduler in schedulers.values():
                         scheduler.step()
@@ -345,8 +351,7 @@ class Runner:
                     if self.stop.requested:
                         self.save_and_stop(stage, step, steps, optimizers, schedulers, best)
         finally:
-            if hasattr(batches, "_finish"):
-                batches._finish()
+            batches._finish()
 
     def announce_duration(self, stage: Stage, remaining: int, rate: float) -> None:
         """Say once per stage what the run will take, so a 50-hour CPU run is not a surprise."""
