@@ -5,10 +5,9 @@ Every fusion is trained on the same cases with the same seed, batch size, 96 x 9
 models split it evenly between their stages), validated along the way (validation PSNR
 against step and against training time: the learning curves), then every test scenario is
 predicted on whole slices and evaluated with `tsfnet evaluate`'s protocol, lesion-region
-scores included. Writes `results/quality_1mm_<date>.md` (Table 1, the verdicts, Table 2,
-the cost), `..._curves.png` (all methods' learning curves) and `..._weights.png` (ω per
-target, the paper's Fig. 3); a run with `--task-sampling per_sample` writes
-`quality_1mm_per_sample_<date>...` instead, to compare with the default per-batch tasks.
+scores included. Writes `results/quality_1mm_<task sampling>[_x<budget>]_<date>.md` (Table 1,
+the verdicts, Table 2, the cost), `..._curves.png` (all methods' learning curves) and
+`..._weights.png` (ω per target, the paper's Fig. 3).
 
     python benchmarks/quality.py                     # about 90 min on 2 CPU cores
     python benchmarks/quality.py --budget 4          # 4x the steps per method: about 4-5 h
@@ -61,7 +60,7 @@ METRICS = (
     ("psnr_lesion", "PSNR lesion"),
     ("ssim_lesion", "SSIM lesion"),
 )
-RESULT = "quality_1mm"  # + "_per_sample" for a run whose tasks are drawn per sample
+RESULT = "quality_1mm"
 TRAIN_CASES, STEPS = 12, 2000  # the default run: about 75 min on 2 CPU cores
 CURVE_POINTS = 5  # validations per stage: the learning curves
 PLATEAU_DB = 0.1  # a last stage gaining less than this over its last validation interval has levelled off
@@ -77,7 +76,9 @@ def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path
     store, plans = plan(raw, work / "preprocessed" / raw.name, workers=2, budget=budget)
     plans["configurations"]["2d"]["batch_size"] = args.batch
     plans["training"]["num_workers"] = args.workers
-    plans["training"]["task_sampling"] = args.task_sampling
+    if args.task_sampling:
+        plans["training"]["task_sampling"] = args.task_sampling
+    args.task_sampling = plans["training"]["task_sampling"]
     if not args.full:
         compact_plans(plans)  # the demo's network: one width scale for every model
     save_plans(plans, store / "plans.json")
@@ -105,8 +106,8 @@ def existing_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Pat
 
 
 def result_name(args: argparse.Namespace) -> str:
-    """Runs that draw tasks per sample get files of their own, beside the default's."""
-    return RESULT + ("_per_sample" if args.task_sampling == "per_sample" else "")
+    """quality_1mm_<task sampling>[_x<budget>]: runs that differ in these keep their own files."""
+    return f"{RESULT}_{args.task_sampling}" + (f"_x{args.budget:g}" if args.budget != 1 else "")
 
 
 def rotated_split(ids: list[str], args: argparse.Namespace, fold: int) -> dict[str, list[str]]:
@@ -425,7 +426,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
     parser.add_argument(
-        "--task-sampling", default="per_batch", choices=["per_batch", "per_sample"], help="tasks per batch or sample"
+        "--task-sampling", default=None, choices=["per_batch", "per_sample"], help="tasks per batch or sample "
+        "(default: the planner's)"
     )
     parser.add_argument("--fusions", default=",".join(FUSIONS))
     parser.add_argument("--full", action="store_true", help="whole slices and the planned network (GPU)")

@@ -94,8 +94,9 @@ def test_a_resumed_run_reports_the_task_sampling_it_trained_with(quality, store,
     plans = load_plans(store / "plans.json")
     plans["training"]["task_sampling"] = sampling
     save_plans(plans, tmp_path / "preprocessed" / "Dataset001" / "plans.json")
-    args = quality.argparse.Namespace(task_sampling="per_batch")  # the command line's default
+    args = quality.argparse.Namespace(task_sampling=None, budget=1.0)  # the command line's defaults
     quality.existing_data(args, tmp_path)
     assert args.task_sampling == sampling
-    expected = "quality_1mm_per_sample" if sampling == "per_sample" else "quality_1mm"
-    assert quality.result_name(args) == expected  # a per-sample run never overwrites the default's file
+    assert quality.result_name(args) == f"quality_1mm_{sampling}"  # one run never overwrites the other's file
+    args.budget = 1.6
+    assert quality.result_name(args) == f"quality_1mm_{sampling}_x1.6"
