@@ -69,8 +69,8 @@ class DevicePrefetcher(InlineBatches):
         return batch, copied
 
     def _fill(self) -> None:
-        if self.stream is not None:  # a thread starts on GPU 0; a DDP rank may train on another
-            torch.cuda.set_device(self.device)
+        if self.stream is not None and self.device.index is not None:  # a thread starts on GPU 0; a DDP rank
+            torch.cuda.set_device(self.device)  # may train on another
         while not self.stopping.is_set():
             try:
                 item = (*self._prepare(next(self.raw)), None)
