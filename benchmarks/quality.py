@@ -426,8 +426,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
     parser.add_argument(
-        "--task-sampling", default=None, choices=["per_batch", "per_sample"], help="tasks per batch or sample "
-        "(default: the planner's)"
+        "--task-sampling",
+        default=None,
+        choices=["per_batch", "per_sample"],
+        help="tasks per batch or sample (default: the planner's)",
     )
     parser.add_argument("--fusions", default=",".join(FUSIONS))
     parser.add_argument("--full", action="store_true", help="whole slices and the planned network (GPU)")

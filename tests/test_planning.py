@@ -94,6 +94,7 @@ def test_brats_sized_plan_fits_brain_and_budget(tmp_path):
     stages = [v for v in cpu["training"].values() if isinstance(v, dict) and "steps" in v]
     assert stages and all(stage["schedule"] == "poly" for stage in stages)  # a short budget anneals
     assert plans["training"]["pretrain"]["schedule"] == "constant"  # the paper's, on the GPU budget
+    assert (cpu["training"]["num_workers"], plans["training"]["num_workers"]) == (0, 2)  # a CPU step uses every core
 
 
 def test_budget_auto_plans_for_the_machine(raw_dataset, tmp_path, monkeypatch):

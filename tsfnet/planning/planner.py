@@ -109,8 +109,12 @@ def resolve_budget(budget: str) -> str:
 
 def cpu_training() -> dict:
     """Fewer steps, and every stage's learning rate decays to zero over them (poly): on a short
-    budget the annealed end is worth about 1 dB of validation PSNR over a constant rate."""
+    budget the annealed end is worth about 1 dB of validation PSNR over a constant rate.
+    Batches load in the training process: the step already uses every core, loading takes
+    under 1 % of it, and two worker processes slowed it by 13 %
+    (benchmarks/results/train_speed_cpu_bf16_2026-11-26.md)."""
     training = default_training()
+    training["num_workers"] = 0
     for section in training.values():
         if isinstance(section, dict) and "steps" in section:
             section["steps"] = max(1, round(section["steps"] * CPU_STEP_FRACTION))
