@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -338,3 +339,33 @@ def test_paper_block_is_the_authors_126_central_slices_of_192_x_192():
     assert paper_block((200, 240, 155)) is None  # only where the paper's geometry is
     rows = [{"n_inputs": 1, "target": "T2", "psnr_block": 25.0, "ssim_block": 0.9}]
     assert "| 1 | 1 | 25.000 ± 0.000 | 0.900 ± 0.000 |" in summary_markdown(rows, [])
+
+
+def test_predict_reads_the_next_case_while_the_network_runs_and_keeps_the_order(model, tmp_path, monkeypatch):
+    import threading
+
+    import tsfnet.inference.predictor as predictor
+
+    for case in ("A", "B", "C"):
+        link_case(model, tmp_path / "in", case, [0, 1])
+    events, load, synthesise = [], predictor.load_input, predictor.synthesise_case
+
+    def recorded_load(trained, case):
+        events.append(("load", case.case_id, threading.current_thread().name))
+        return load(trained, case)
+
+    def slow_synthesise(trained, loaded, *args):
+        events.append(("network", loaded.case.case_id, threading.current_thread().name))
+        time.sleep(0.5)  # long enough for the reader to fetch the next case meanwhile
+        events.append(("network done", loaded.case.case_id, threading.current_thread().name))
+        return synthesise(trained, loaded, *args)
+
+    monkeypatch.setattr(predictor, "load_input", recorded_load)
+    monkeypatch.setattr(predictor, "synthesise_case", slow_synthesise)
+    report = predict_folder(model, tmp_path / "in", tmp_path / "out", progress=False)
+    order = [(kind, case) for kind, case, _ in events]
+    assert order.index(("load", "B")) < order.index(("network done", "A"))  # read ahead, in parallel
+    assert {thread for kind, _, thread in events if kind == "load"} == {"tsfnet-read_0"}
+    assert {thread for kind, _, thread in events if kind != "load"} == {threading.main_thread().name}
+    assert [p.name for p in report.written] == [f"{c}_{t}.nii.gz" for c in "ABC" for t in ("T2", "FLAIR")]
+    assert not report.failed

@@ -9,14 +9,16 @@ case whose synthesis exists is complete; a killed run leaves no partial file
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tsfnet.atomic import remove_stale_temporaries, write_json
-from tsfnet.data.dataset import RawCase, load_case
-from tsfnet.data.volume_io import write_volume
+from tsfnet.data.dataset import CaseVolumes, RawCase, load_case
+from tsfnet.data.volume_io import Geometry, write_volume
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.inference.cases import InputCase, find_input_cases
 from tsfnet.inference.ensemble import Predictor
@@ -109,25 +111,48 @@ def synthesise(trained: Predictor, pre: PreprocessedCase, targets: list[int]) ->
     return results
 
 
-def predict_case(
+@dataclass
+class LoadedCase:
+    """A case read and preprocessed: the host work done ahead of the network."""
+
+    case: InputCase
+    volumes: CaseVolumes
+    pre: PreprocessedCase
+
+
+def load_input(trained: Predictor, case: InputCase) -> LoadedCase:
+    if not case.files:
+        raise InputError(case.case_id, "case has no image channels")
+    volumes = load_case(RawCase(case.case_id, case.files))
+    return LoadedCase(case, volumes, preprocess_volumes(volumes, trained.plans))
+
+
+@dataclass
+class TargetOutput:
+    """What `write_target` writes for one synthesised target."""
+
+    files: dict[str, Path]
+    image: np.ndarray  # the synthesis, in the intensity asked for
+    result: CaseTargetResult
+    weights_json: dict
+
+
+def synthesise_case(
     trained: Predictor,
-    case: InputCase,
+    loaded: LoadedCase,
     output: Path,
     targets: list[int] | None,
     overwrite: bool,
     preview: bool,
     intensity: str,
     report: PredictReport,
-) -> None:
-    names = trained.channel_names
-    if not case.files:
-        raise InputError(output, f"case {case.case_id} has no image channels")
-    volumes = load_case(RawCase(case.case_id, case.files))
-    pre = preprocess_volumes(volumes, trained.plans)
+) -> list[TargetOutput]:
+    """The network's part of a case (and its previews: matplotlib stays on this thread)."""
+    names, case = trained.channel_names, loaded.case
     wanted = targets if targets is not None else [i for i in range(len(names)) if i not in case.files]
     if not wanted:
         report.skipped.append(f"{case.case_id}: all sequences present (use --targets to resynthesise one)")
-        return
+        return []
     outputs = {t: {k: output / v for k, v in output_names(case, names[t], t).items()} for t in wanted}
     todo = []
     for target in wanted:
@@ -135,37 +160,42 @@ def predict_case(
             report.skipped.append(f"{outputs[target]['synthesis']}: exists (use --overwrite)")
         else:
             todo.append(target)
-    for target, result in synthesise(trained, pre, todo).items() if todo else ():
+    written = []
+    for target, result in synthesise(trained, loaded.pre, todo).items() if todo else ():
         files = outputs[target]
         image = result.synthesis
         if intensity == "reference":
             lo, hi = trained.plans.intensity_reference[names[target]]
             image = np.where(image > BACKGROUND, denormalize(image, lo, hi), 0.0)
-        if result.tsem is not None:
-            write_volume(files["tsem"], result.tsem, volumes.geometry, overwrite=True)
-        if result.spread is not None:
-            write_volume(files["folds_sd"], result.spread, volumes.geometry, overwrite=True)
-        write_json(
-            files["weights"],
-            {
-                "case": case.case_id,
-                "target": names[target],
-                "sources": result.weights or result.sources,
-                "task_code": [int(names[i] in result.sources) for i in range(len(names))]
-                + [int(i == target) for i in range(len(names))],
-                "channel_names": names,
-                "fusion": trained.settings["fusion"],
-                "intensity": intensity,
-                "precision": trained.precision,
-                "folds": trained.folds,
-                "normalization": trained.plans.normalization,
-                "synthesis": files["synthesis"].name,
-            },
-        )
+        weights_json = {
+            "case": case.case_id,
+            "target": names[target],
+            "sources": result.weights or result.sources,
+            "task_code": [int(names[i] in result.sources) for i in range(len(names))]
+            + [int(i == target) for i in range(len(names))],
+            "channel_names": names,
+            "fusion": trained.settings["fusion"],
+            "intensity": intensity,
+            "precision": trained.precision,
+            "folds": trained.folds,
+            "normalization": trained.plans.normalization,
+            "synthesis": files["synthesis"].name,
+        }
         if preview:
-            write_preview(files["preview"], volumes, names, names[target], result)
-        write_volume(files["synthesis"], image, volumes.geometry, overwrite=True)
-        report.written.append(files["synthesis"])
+            write_preview(files["preview"], loaded.volumes, names, names[target], result)
+        written.append(TargetOutput(files, image, result, weights_json))
+    return written
+
+
+def write_target(target: TargetOutput, geometry: Geometry) -> Path:
+    """TSEM, spread and weights first, the synthesis last: a synthesis on disk means a complete target."""
+    files, result = target.files, target.result
+    if result.tsem is not None:
+        write_volume(files["tsem"], result.tsem, geometry, overwrite=True)
+    if result.spread is not None:
+        write_volume(files["folds_sd"], result.spread, geometry, overwrite=True)
+    write_json(files["weights"], target.weights_json)
+    return write_volume(files["synthesis"], target.image, geometry, overwrite=True)
 
 
 def write_preview(path: Path, volumes, names: list[str], target_name: str, result: CaseTargetResult) -> None:
@@ -207,10 +237,37 @@ def predict_folder(
     output.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output)
     report = PredictReport()
-    for case in track(cases, "predicting", enabled=progress):
-        try:
-            predict_case(trained, case, output, chosen, overwrite, preview, intensity, report)
-        except TsfnetError as exc:
-            report.failed[case.case_id] = str(exc)
-            log.error("%s: skipped: %s", case.case_id, exc)
+    # Three stages overlap: the next case is read and preprocessed, this one goes through the
+    # network, the last one is written. The host work (about 1 s a BraTS case) would
+    # otherwise add to every case's network time (benchmarks/predict_speed.py).
+    with ThreadPoolExecutor(1, "tsfnet-read") as reader, ThreadPoolExecutor(1, "tsfnet-write") as writer:
+        loading = reader.submit(load_input, trained, cases[0]) if cases else None
+        pending: deque[tuple[str, list[Future]]] = deque()
+        for index, case in enumerate(track(cases, "predicting", enabled=progress)):
+            current = loading
+            loading = reader.submit(load_input, trained, cases[index + 1]) if index + 1 < len(cases) else None
+            try:
+                loaded = current.result()
+                targets = synthesise_case(trained, loaded, output, chosen, overwrite, preview, intensity, report)
+            except TsfnetError as exc:
+                _failed(report, case.case_id, exc)
+                continue
+            pending.append((case.case_id, [writer.submit(write_target, t, loaded.volumes.geometry) for t in targets]))
+            while len(pending) > 1:  # at most one case's outputs wait in memory
+                _finish_writes(report, *pending.popleft())
+        while pending:
+            _finish_writes(report, *pending.popleft())
     return report
+
+
+def _failed(report: PredictReport, case_id: str, error: TsfnetError) -> None:
+    report.failed[case_id] = str(error)
+    log.error("%s: skipped: %s", case_id, error)
+
+
+def _finish_writes(report: PredictReport, case_id: str, writes: list[Future]) -> None:
+    for write in writes:
+        try:
+            report.written.append(write.result())
+        except TsfnetError as exc:
+            _failed(report, case_id, exc)
