@@ -248,11 +248,12 @@ def predict_folder(
             loading = reader.submit(load_input, trained, cases[index + 1]) if index + 1 < len(cases) else None
             try:
                 loaded = current.result()
-                targets = synthesise_case(trained, loaded, output, chosen, overwrite, preview, intensity, report)
+                synthesised = synthesise_case(trained, loaded, output, chosen, overwrite, preview, intensity, report)
             except TsfnetError as exc:
                 _failed(report, case.case_id, exc)
                 continue
-            pending.append((case.case_id, [writer.submit(write_target, t, loaded.volumes.geometry) for t in targets]))
+            writes = [writer.submit(write_target, target, loaded.volumes.geometry) for target in synthesised]
+            pending.append((case.case_id, writes))
             while len(pending) > 1:  # at most one case's outputs wait in memory
                 _finish_writes(report, *pending.popleft())
         while pending:
