@@ -46,7 +46,7 @@ from tsfnet.inference.model_folder import load_model_folder
 from tsfnet.inference.predictor import predict_folder
 from tsfnet.model import build_model
 from tsfnet.planning.api import plan
-from tsfnet.planning.plans import load_plans, save_plans
+from tsfnet.planning.plans import Plans, load_plans, save_plans
 from tsfnet.preprocessing.pipeline import list_preprocessed, preprocess_dataset
 from tsfnet.training.runner import TrainOptions, train
 from tsfnet.training.splits import SPLITS_FILE
@@ -101,7 +101,7 @@ def existing_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Pat
         raise SystemExit(f"{work}: no preprocessed data of an earlier run (preprocessed/*/plans.json)")
     plans = load_plans(planned)
     args.patch = plans["configurations"]["2d"]["patch_size"]
-    args.task_sampling = plans["training"].get("task_sampling", "per_sample")  # as that run trained
+    args.task_sampling = Plans(plans).training.task_sampling  # as that run trained
     return planned.parent, work / "test" / "inputs", work / "test" / "reference"
 
 

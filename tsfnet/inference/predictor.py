@@ -121,9 +121,7 @@ class LoadedCase:
 
 
 def load_input(trained: Predictor, case: InputCase) -> LoadedCase:
-    if not case.files:
-        raise InputError(case.case_id, "case has no image channels")
-    volumes = load_case(RawCase(case.case_id, case.files))
+    volumes = load_case(RawCase(case.case_id, case.files))  # refuses a case without channels
     return LoadedCase(case, volumes, preprocess_volumes(volumes, trained.plans))
 
 
