@@ -95,6 +95,7 @@ def test_brats_sized_plan_fits_brain_and_budget(tmp_path):
     assert stages and all(stage["schedule"] == "poly" for stage in stages)  # a short budget anneals
     assert plans["training"]["pretrain"]["schedule"] == "constant"  # the paper's, on the GPU budget
     assert (cpu["training"]["num_workers"], plans["training"]["num_workers"]) == (0, 2)  # a CPU step uses every core
+    assert cpu["training"]["task_sampling"] == plans["training"]["task_sampling"] == "per_sample"  # better per step
 
 
 def test_budget_auto_plans_for_the_machine(raw_dataset, tmp_path, monkeypatch):
