@@ -4,10 +4,11 @@ Every fusion is trained on the same cases with the same seed, batch size, 96 x 9
 (the planner's CPU budget: `tsfnet plan --budget cpu`) and total step budget (two-stage
 models split it evenly between their stages), validated along the way (validation PSNR
 against step and against training time: the learning curves), then every test scenario is
-predicted on whole slices and evaluated with `tsfnet evaluate`'s protocol, lesion-region
-scores included. Writes `results/quality_1mm_<task sampling>[_x<budget>]_<date>.md` (Table 1,
-the verdicts, Table 2, the cost), `..._curves.png` (all methods' learning curves) and
-`..._weights.png` (ω per target, the paper's Fig. 3).
+predicted as the plans say (whole slices unless `sliding_window`) and evaluated with
+`tsfnet evaluate`'s protocol, lesion-region scores included. Writes
+`results/quality_1mm_<task sampling>[_x<budget>]_<date>.md` (Table 1, the verdicts, Table 2,
+the cost), `..._curves.png` (all methods' learning curves) and `..._weights.png` (ω per
+target, the paper's Fig. 3).
 
     python benchmarks/quality.py                     # about 90 min on 2 CPU cores
     python benchmarks/quality.py --budget 4          # 4x the steps per method: about 4-5 h
@@ -82,7 +83,7 @@ def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path
     if not args.full:
         compact_plans(plans)  # the demo's network: one width scale for every model
     save_plans(plans, store / "plans.json")
-    args.patch = plans["configurations"]["2d"]["patch_size"]  # for the report
+    args.patch, args.window = report_configuration(plans)
     preprocess_dataset(RawDataset.load(raw), store, plans, workers=2)
     ids = list_preprocessed(store)
     write_json(store / SPLITS_FILE, [rotated_split(ids, args, fold) for fold in range(max(args.ensemble_folds, 1))])
@@ -94,13 +95,19 @@ def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path
     return raw, store, inputs, reference
 
 
+def report_configuration(plans: dict) -> tuple[list[int], list[int] | None]:
+    """The 2D patch the methods train on and the window they predict in (None: whole slices)."""
+    two_d = Plans(plans).configuration("2d")
+    return two_d.patch_size, two_d.inference_window
+
+
 def existing_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path]:
     """`--report-only` / `--resume`: the store and test scenarios an earlier run prepared."""
     planned = next((work / "preprocessed").glob("*/plans.json"), None)
     if planned is None:
         raise SystemExit(f"{work}: no preprocessed data of an earlier run (preprocessed/*/plans.json)")
     plans = load_plans(planned)
-    args.patch = plans["configurations"]["2d"]["patch_size"]
+    args.patch, args.window = report_configuration(plans)
     args.task_sampling = Plans(plans).training.task_sampling  # as that run trained
     return planned.parent, work / "test" / "inputs", work / "test" / "reference"
 
@@ -514,8 +521,9 @@ def report(
         f"Data: {args.train} train / {args.val} val / {args.test} test phantom cases at {resolution}, seed "
         f"{args.seed}. Every method: {total_steps(args)} steps in total (split evenly between stages), batch "
         f"{args.batch} of {' x '.join(map(str, args.patch))} {'slices' if args.full else 'patches'}, tasks drawn "
-        f"{args.task_sampling.replace('_', ' ')}, validated {CURVE_POINTS} times per stage; whole slices in "
-        f"inference. Test scenarios: {scenarios}. Metrics: "
+        f"{args.task_sampling.replace('_', ' ')}, validated {CURVE_POINTS} times per stage; "
+        f"{'whole slices' if args.window is None else 'Gaussian-blended windows of the patch'} in inference. "
+        f"Test scenarios: {scenarios}. Metrics: "
         "`tsfnet evaluate` ('box' = brain bounding box on [-1, 1], data range 2; 'brain' = inside the brain "
         "mask; 'lesion' = inside the tumour labels).",
         "",

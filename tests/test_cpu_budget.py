@@ -1,5 +1,6 @@
 """CPU plans keep the voxel size and train on 2D patches of the slices; validation and
-prediction still run on whole slices (the network is fully convolutional)."""
+prediction run on whole slices, or on Gaussian-blended windows of the patch size when the
+plans say `sliding_window` (the network is fully convolutional either way)."""
 
 from __future__ import annotations
 
@@ -47,14 +48,19 @@ def test_two_d_batches_are_random_patches_of_whole_slices(store, tmp_path):
     assert len(windows) > 5 and sizes == {tuple(PATCH)}
 
 
-def test_patch_trained_model_predicts_whole_volumes(store, tmp_path):
+@pytest.mark.parametrize("sliding_window", [False, True])
+def test_patch_trained_model_predicts_whole_volumes(store, tmp_path, sliding_window):
     copy = patch_store(store, tmp_path)
+    plans = load_plans(copy / "plans.json")
+    plans["configurations"]["2d"]["sliding_window"] = sliding_window
+    save_plans(plans, copy / "plans.json")
     result = train(TrainOptions(store=copy, output=tmp_path / "results", device="cpu", steps=3, num_workers=0,
                                 progress=False))  # fmt: skip
     validated = [e for e in result.history if "val_psnr" in e]
     assert validated and all(np.isfinite(e["val_psnr"]) for e in validated)  # whole validation slices
     model = load_model_folder(result.model_dir, resolve_device("cpu"))
     assert model.plans.configuration("2d").patch_size == PATCH
+    assert model.patch_size == (PATCH if sliding_window else None)
     source = Path(model.plans.raw["raw_path"]) / "imagesTs"
     case = sorted(source.glob("*_0000.nii.gz"))[0].name[: -len("_0000.nii.gz")]
     (tmp_path / "in").mkdir()
@@ -109,3 +115,41 @@ def test_brain_slice_probability_decides_how_often_a_slice_outside_the_brain_is_
         assert outside == 0
     else:
         assert outside == pytest.approx(1 - len(brain) / shape[2], abs=0.1)
+
+
+def test_sliding_window_slices_blend_windows_that_each_match_the_model_on_their_crop():
+    import torch
+
+    from tests.test_model import plans
+    from tsfnet.inference.engine import gaussian_importance, predict_targets
+    from tsfnet.model import FusionModel
+
+    torch.manual_seed(0)
+    model = FusionModel(plans(), "tsf").eval()
+    volume = {c: np.random.default_rng(c).uniform(-1, 1, (16, 24, 3)).astype(np.float32) for c in (0, 1)}
+    tiled = predict_targets(model, volume, (0, 1), [2], torch.device("cpu"), patch_size=PATCH)[2].synthesis
+    whole = predict_targets(model, volume, (0, 1), [2], torch.device("cpu"))[2].synthesis
+
+    def on_crop(columns: slice) -> np.ndarray:  # the model run on that window alone
+        crop = {c: v[:, columns] for c, v in volume.items()}
+        return predict_targets(model, crop, (0, 1), [2], torch.device("cpu"))[2].synthesis
+
+    left, right = on_crop(slice(0, 16)), on_crop(slice(8, 24))  # the two windows across 24 columns
+    assert np.allclose(tiled[:, :8], left[:, :8], atol=1e-5)  # covered by the first window only
+    assert np.allclose(tiled[:, 16:], right[:, 8:], atol=1e-5)  # by the second only
+    weight = gaussian_importance(PATCH)[..., None]
+    blend = (left[:, 8:] * weight[:, 8:] + right[:, :8] * weight[:, :8]) / (weight[:, 8:] + weight[:, :8])
+    assert np.allclose(tiled[:, 8:16], blend, atol=1e-5)
+    assert not np.allclose(tiled, whole, atol=1e-3)  # instance norms see other statistics per window
+
+
+def test_plans_without_sliding_window_predict_whole_slices_and_reject_a_non_boolean(store):
+    from tsfnet.planning.plans import Plans, validate_plans
+
+    plans = load_plans(store / "plans.json")
+    plans["configurations"]["2d"].pop("sliding_window", None)  # written before the option
+    assert Plans(plans).configuration("2d").inference_window is None
+    assert Plans(plans).configuration("3d").inference_window == plans["configurations"]["3d"]["patch_size"]
+    plans["configurations"]["2d"]["sliding_window"] = "yes"
+    with pytest.raises(InputError, match="sliding_window"):
+        validate_plans(plans)

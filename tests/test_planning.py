@@ -89,6 +89,7 @@ def test_brats_sized_plan_fits_brain_and_budget(tmp_path):
     cpu = plan_dataset(fingerprint, budget="cpu")  # same data planned for a CPU: same voxels, less work
     assert cpu["budget"] == "cpu" and cpu["target_spacing"] == plans["target_spacing"]
     assert cpu["crop_size"] == plans["crop_size"] and cpu["configurations"]["2d"]["patch_size"] == [96, 96]
+    assert cpu["configurations"]["2d"]["sliding_window"] is two_d["sliding_window"] is False  # whole slices
     assert cpu["network"]["encoder_widths"] == [32, 64, 128] and cpu["network"]["strides"] == [1, 2, 2]
     assert cpu["training"]["pretrain"]["steps"] < plans["training"]["pretrain"]["steps"]
     stages = [v for v in cpu["training"].values() if isinstance(v, dict) and "steps" in v]

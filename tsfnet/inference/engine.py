@@ -1,6 +1,7 @@
-"""Run tasks on one preprocessed volume: slice-wise for 2D models, sliding window with
-Gaussian weighting for 3D models. The sources are encoded once per slice batch or
-window and decoded for every requested target."""
+"""Run tasks on one preprocessed volume: slice-wise for 2D models (whole slices, or each
+slice in Gaussian-weighted windows when the plans say so), sliding window with Gaussian
+weighting for 3D models. The sources are encoded once per slice batch or window and
+decoded for every requested target."""
 
 from __future__ import annotations
 
@@ -173,19 +174,28 @@ def _pieces(
     shape = images[sources[0]].shape
     if dims == 2:
         todo = list(range(shape[2])) if slices is None else list(slices)
+        whole = [((slice(None), slice(None)), 1.0)]
+        windows = whole if patch_size is None else [(w, g[..., None]) for w, g in _windows(shape[:2], patch_size)]
         for i in range(0, len(todo), batch_size):
             chunk = todo[i : i + batch_size]
-            yield (slice(None), slice(None), chunk), slice_inputs(images, sources, n, context, chunk), 1.0
+            x = slice_inputs(images, sources, n, context, chunk)
+            for (rows, columns), weight in windows:
+                yield (rows, columns, chunk), x[..., rows, columns], weight
         return
     assert patch_size is not None
-    patch = [min(p, s) for p, s in zip(patch_size, shape, strict=True)]
-    importance = gaussian_importance(patch)
-    for starts in itertools.product(*[window_starts(s, p) for s, p in zip(shape, patch, strict=True)]):
-        window = tuple(slice(st, st + p) for st, p in zip(starts, patch, strict=True))
+    for window, importance in _windows(shape, patch_size):
         yield window, window_inputs(images, sources, n, window), importance
 
 
+def _windows(shape: tuple[int, ...], patch_size: list[int]) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    """Half-overlapping windows covering `shape`, each with its Gaussian blending weight."""
+    patch = [min(p, s) for p, s in zip(patch_size, shape, strict=True)]
+    importance = gaussian_importance(patch)
+    for starts in itertools.product(*[window_starts(s, p) for s, p in zip(shape, patch, strict=True)]):
+        yield tuple(slice(st, st + p) for st, p in zip(starts, patch, strict=True)), importance
+
+
 def _to_grid(tensor: torch.Tensor, dims: int) -> np.ndarray:
-    """(B, C, X, Y) slices -> (C, X, Y, B); (1, C, *patch) window -> (C, *patch)."""
+    """(B, C, X, Y) slices or their windows -> (C, X, Y, B); (1, C, *patch) window -> (C, *patch)."""
     array = tensor.float().cpu().numpy()
     return np.moveaxis(array, 0, -1) if dims == 2 else array[0]

@@ -45,7 +45,7 @@ class TrainedModel:
 
     @property
     def patch_size(self) -> list[int] | None:
-        return self.configuration.patch_size if self.model.dims == 3 else None
+        return self.configuration.inference_window
 
     @property
     def folds(self) -> list[int | str]:

@@ -154,7 +154,14 @@ def plan_dataset(fingerprint: dict, gpu_memory_gb: float = 8.0, budget: str = "g
         "network": network,
         "fusion": {"default": "tsf"},
         "configurations": {
-            "2d": {"patch_size": patch_2d, "batch_size": batch_2d, "context_slices": 1},
+            "2d": {
+                "patch_size": patch_2d,
+                "batch_size": batch_2d,
+                "context_slices": 1,
+                # Whole slices in inference: windows of the patch gain PSNR but darken T2's
+                # ventricles and cost 3.5x (benchmarks/results/inference_window_*.md).
+                "sliding_window": False,
+            },
             "3d": {
                 "patch_size": patch_3d(crop, network, gpu_memory_gb, stride),
                 "batch_size": 2,

@@ -104,6 +104,8 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
         _check(config, CONFIGURATION_SCHEMA, f"configurations.{name}", path)
         if not config["patch_size"] or not all(_positive_int(v) for v in config["patch_size"]):
             raise InputError(path, f"'configurations.{name}.patch_size' must be positive integers")
+        if not isinstance(config.get("sliding_window", False), bool):
+            raise InputError(path, f"'configurations.{name}.sliding_window' must be true or false")
     if not isinstance(plans["network"].get("predict_context", False), bool):
         raise InputError(path, "'network.predict_context' must be true or false")
     gated = plans["network"].get("gated_layers", 0)
@@ -242,10 +244,18 @@ class Configuration:
     patch_size: list[int]
     batch_size: int
     context_slices: int  # adjacent slices seen as channels (2.5D); always 1 in 3D
+    sliding_window: bool = False  # 2D: predict each slice in windows of patch_size (3D always does)
 
     @property
     def dims(self) -> int:
         return 2 if self.name == "2d" else 3
+
+    @property
+    def inference_window(self) -> list[int] | None:
+        """The window prediction and validation run in; None: whole slices. Windows of the
+        training patch (nnU-Net's sliding window) show a patch-trained network's instance norms
+        the statistics they learnt; benchmarks/results/inference_window_*.md weighs them."""
+        return self.patch_size if self.dims == 3 or self.sliding_window else None
 
 
 @dataclass(frozen=True)
@@ -348,7 +358,8 @@ class Plans:
             raise TsfnetError(f"unknown configuration '{name}'; plans have {', '.join(self.raw['configurations'])}")
         config = self.raw["configurations"][name]
         context = int(config.get("context_slices", 1)) if name == "2d" else 1
-        return Configuration(name, list(config["patch_size"]), int(config["batch_size"]), context)
+        window = bool(config.get("sliding_window", False))  # plans from before it: whole slices
+        return Configuration(name, list(config["patch_size"]), int(config["batch_size"]), context, window)
 
     def fusion_options(self, name: str) -> dict:
         """Constructor options of fusion `name` (plans["fusion"][name]), as keyword arguments."""

@@ -411,7 +411,7 @@ class Runner:
                 stage.validation_tasks,
                 self.device,
                 self.context,
-                self.configuration.patch_size if self.model.dims == 3 else None,
+                self.configuration.inference_window,
                 segmentation=stage.needs_labels,
                 labels=self.plans.labels,
                 precision=self.precision,
