@@ -68,7 +68,14 @@ def test_plans_constraints(raw_dataset, tmp_path):
         assert all(hi - lo <= c for (lo, hi), c in zip(case["bbox"], plans["crop_size"], strict=True))
     assert plans["configurations"]["2d"]["patch_size"] == plans["crop_size"][:2]
     assert plans["configurations"]["2d"]["batch_size"] >= 1
-    assert plans["normalization"]["scheme"] == "percentile"
+    # per channel: the median over cases of its 0.5 / 99.5 percentiles over its brain median
+    assert plans["normalization"]["scheme"] == "median_scaled"
+    for name in plans["channel_names"]:
+        stats = [case["channels"][name] for case in fingerprint["cases"] if name in case["channels"]]
+        expected = np.median([[s["p0_5"] / s["p50"], s["p99_5"] / s["p50"]] for s in stats], axis=0)
+        ratios = plans["normalization"]["channels"][name]
+        assert [ratios["lower"], ratios["upper"]] == pytest.approx(expected, abs=1e-4)
+        assert 0 < ratios["lower"] < 1 < ratios["upper"]
     assert list(load_plans(store / "plans.json")) == list(plans)  # stable key order on disk
 
 
@@ -264,3 +271,37 @@ def test_crop_or_pad_inverse():
 
 def test_plans_schema_version_constant():
     assert SCHEMA_VERSION == 1
+
+
+def test_median_scaled_keeps_the_scale_where_a_bright_lesion_moves_the_percentiles():
+    """A T1Gd case whose enhancing tumour fills 2 % of the brain: its 99.5th percentile lands
+    on the tumour and `percentile` halves the healthy tissue's scale; `median_scaled` keeps it."""
+    from tsfnet.preprocessing.normalization import normalize
+
+    rng = np.random.default_rng(0)
+    mask = np.ones((40, 50, 50), dtype=bool)
+    healthy = rng.normal(100.0, 5.0, mask.shape).astype(np.float32)
+    lesioned = healthy.copy()
+    lesioned[:, :10, :10] = 240.0  # 2 % of the brain, 2.4x the tissue
+    settings = {"scheme": "median_scaled", "channels": {"T1Gd": {"lower": 0.8, "upper": 1.2}}}
+    tissue = (slice(None), slice(20, None), slice(20, None))
+    for scheme in ("percentile", "median_scaled"):
+        chosen = settings if scheme == "median_scaled" else {"scheme": "percentile"}
+        before = normalize(healthy, mask, chosen, channel="T1Gd")[0][tissue].mean()
+        after = normalize(lesioned, mask, chosen, channel="T1Gd")[0][tissue].mean()
+        if scheme == "percentile":
+            assert before - after > 0.5  # the lesion moved the healthy tissue's values
+        else:
+            assert after == pytest.approx(before, abs=0.02)
+    _, used = normalize(lesioned, mask, settings, channel="T1Gd")
+    assert (used["lo"], used["hi"]) == pytest.approx((80.0, 120.0), rel=0.01)  # the channel's own ratios
+    _, other = normalize(lesioned, mask, settings, channel="FLAIR")
+    assert (other["lo"], other["hi"]) == pytest.approx((0.0, 200.0), rel=0.01)  # no ratios: the scheme's defaults
+
+
+def test_plans_refuse_normalization_of_an_unknown_channel(store, tmp_path):
+    plans = json.loads((store / "plans.json").read_text())
+    plans["normalization"] = {"scheme": "median_scaled", "channels": {"T3": {"lower": 0.5, "upper": 1.5}}}
+    (tmp_path / "plans.json").write_text(json.dumps(plans))
+    with pytest.raises(InputError, match=r"normalization\.channels"):
+        load_plans(tmp_path / "plans.json")

@@ -73,7 +73,7 @@ def evaluate_one(
         raise InputError(meta_path, f"reference case has no {meta['target']} to compare with")
     volumes = load_case(RawCase(reference.case_id, reference.files))
     brain = volumes.brain_mask
-    ref, _ = normalize(volumes.images[target], brain, meta["normalization"])
+    ref, _ = normalize(volumes.images[target], brain, meta["normalization"], channel=meta["target"])
     pred, geometry = read_volume(pred_dir / meta["synthesis"])
     if geometry.shape != volumes.geometry.shape:
         raise InputError(pred_dir / meta["synthesis"], f"shape {geometry.shape} differs from reference")

@@ -36,6 +36,21 @@ def crop_size(fingerprint: dict, target_spacing: list[float], stride: int) -> li
     return [round_up(float(v) - 1e-6, stride) for v in largest]
 
 
+def median_scaled_normalization(fingerprint: dict) -> dict:
+    """`median_scaled` with each channel's ratios the median over cases of its 0.5 / 99.5
+    percentiles over its brain median: the typical case's range, anchored where a lesion
+    cannot move it (a T1Gd case with a large enhancing tumour has its 99.5th percentile at
+    twice the usual ratio, so `percentile` would give its healthy tissue half the scale)."""
+    channels = {}
+    for name in fingerprint["channel_names"]:
+        stats = [case["channels"][name] for case in fingerprint["cases"] if name in case["channels"]]
+        ratios = [(s["p0_5"] / s["p50"], s["p99_5"] / s["p50"]) for s in stats if s["p50"] > 0]
+        if ratios:
+            lower, upper = np.median(np.asarray(ratios), axis=0)
+            channels[name] = {"lower": round(float(lower), 4), "upper": round(float(upper), 4)}
+    return {"scheme": "median_scaled", "channels": channels}
+
+
 def network_for(size: list[int]) -> dict:
     """The paper's network for full-size images; narrower and shallower for tiny ones."""
     smallest = min(size[:2])
@@ -147,7 +162,7 @@ def plan_dataset(fingerprint: dict, gpu_memory_gb: float = 8.0, budget: str = "g
         "labels": dict(fingerprint.get("labels", {})),
         "target_spacing": target_spacing,
         "crop_size": crop,
-        "normalization": {"scheme": "percentile", "lower": 0.5, "upper": 99.5},
+        "normalization": median_scaled_normalization(fingerprint),
         "intensity_reference": {
             name: [stats["p0_5"], stats["p99_5"]] for name, stats in fingerprint["channels"].items()
         },

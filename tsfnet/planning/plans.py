@@ -106,6 +106,11 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
             raise InputError(path, f"'configurations.{name}.patch_size' must be positive integers")
         if not isinstance(config.get("sliding_window", False), bool):
             raise InputError(path, f"'configurations.{name}.sliding_window' must be true or false")
+    per_channel = plans["normalization"].get("channels", {})
+    if not isinstance(per_channel, dict) or not all(
+        name in plans["channel_names"] and isinstance(params, dict) for name, params in per_channel.items()
+    ):
+        raise InputError(path, "'normalization.channels' must map channel names to their parameters")
     if not isinstance(plans["network"].get("predict_context", False), bool):
         raise InputError(path, "'network.predict_context' must be true or false")
     gated = plans["network"].get("gated_layers", 0)

@@ -35,6 +35,21 @@ def percentile_clip(
     return scale_to_unit(image, mask, lo, hi), {"lo": lo, "hi": hi}
 
 
+@register("normalization", "median_scaled")
+def median_scaled(
+    image: np.ndarray, mask: np.ndarray, lower: float = 0.0, upper: float = 2.0
+) -> tuple[np.ndarray, dict]:
+    """Clip to [lower, upper] times this case's brain median. The planner sets the ratios per
+    channel from the fingerprint (the typical case's 0.5 / 99.5 percentiles over its median),
+    so a typical case looks as under `percentile`; but a bright lesion larger than 0.5 % of
+    the brain (an enhancing tumour in T1Gd) cannot move the scale, which `percentile` lets it
+    halve, leaving a synthesis no way to know the target's scale."""
+    foreground = foreground_values(image, mask)
+    median = float(np.median(foreground)) if foreground.size else 0.0
+    lo, hi = (lower * median, upper * median) if median > 0 else (0.0, 1.0)
+    return scale_to_unit(image, mask, lo, hi), {"lo": lo, "hi": hi}
+
+
 P99_REGIONS = ("brain", "volume")
 
 
@@ -66,11 +81,17 @@ def twice_p99(
 
 
 def normalize(
-    image: np.ndarray, mask: np.ndarray, settings: dict, volume: np.ndarray | None = None
+    image: np.ndarray,
+    mask: np.ndarray,
+    settings: dict,
+    volume: np.ndarray | None = None,
+    channel: str | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """Apply the scheme `settings["scheme"]`; `volume` (the uncropped image) reaches the
-    schemes that declare a `volume` parameter."""
-    params = {k: v for k, v in settings.items() if k != "scheme"}
+    """Apply the scheme `settings["scheme"]`: its parameters, then `settings["channels"][channel]`'s
+    over them (per-channel values, as the planner writes for `median_scaled`); `volume` (the
+    uncropped image) reaches the schemes that declare a `volume` parameter."""
+    params = {k: v for k, v in settings.items() if k not in ("scheme", "channels")}
+    params.update(settings.get("channels", {}).get(channel, {}))
     scheme = registry.get("normalization", settings["scheme"])
     if volume is not None and "volume" in inspect.signature(scheme).parameters:
         params["volume"] = volume

@@ -79,7 +79,7 @@ def preprocess_volumes(volumes: CaseVolumes, plans: Plans | dict) -> Preprocesse
     images, used = {}, {}
     for index, image in volumes.images.items():
         region = geo.resize(geo.crop_to_bbox(image, bbox), target_shape)
-        normalised, used[names[index]] = normalize(region, region_mask, plans.normalization, volume=image)
+        normalised, used[names[index]] = normalize(region, region_mask, plans.normalization, image, names[index])
         images[names[index]] = geo.crop_or_pad(normalised, crop, offsets, BACKGROUND)
     label = None
     if volumes.label is not None:
