@@ -3,8 +3,12 @@ with a deliberately small network, and a model trained for a few steps."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -14,6 +18,8 @@ from tsfnet.planning.api import plan
 from tsfnet.planning.plans import load_plans, save_plans
 from tsfnet.preprocessing.pipeline import preprocess_dataset
 from tsfnet.training.runner import TrainOptions, train
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 TINY_NETWORK = {
     "encoder_widths": [8, 16, 32],
@@ -70,3 +76,16 @@ def trained(store, tmp_path_factory):
         progress=False,
     )
     return train(options)
+
+
+def import_benchmark(name: str) -> Iterator[ModuleType]:
+    """`benchmarks/<name>.py` as a module, for a module-scoped fixture to yield from (the
+    scripts import their `common` helper from beside them)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))

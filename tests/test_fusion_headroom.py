@@ -3,31 +3,21 @@ product's predict and evaluate."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import import_benchmark
 from tsfnet.demo import make_nested_scenarios
 from tsfnet.fusion.tsf import TaskWeighting
 from tsfnet.inference.model_folder import load_model_folder
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
 def headroom():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("fusion_headroom", BENCHMARKS / "fusion_headroom.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from import_benchmark("fusion_headroom")
 
 
 def test_grid_covers_the_simplex_and_starts_with_the_model_and_the_mean(headroom):

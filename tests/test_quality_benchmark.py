@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.conftest import import_benchmark
 
 
 @pytest.fixture(scope="module")
 def quality():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location("quality_benchmark", BENCHMARKS / "quality.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from import_benchmark("quality")
 
 
 def outcome(psnr_by_inputs: dict[int, float], history: list[dict] | None = None) -> dict:
