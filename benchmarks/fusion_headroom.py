@@ -10,7 +10,7 @@ uniform ω bounds from above what a learnt ω could gain with these features. Wr
 `results/fusion_headroom_<date>.md`.
 
     python benchmarks/quality.py --fusions tsf --work W      # a trained tsf and its test scenarios
-    python benchmarks/fusion_headroom.py --work W            # about 15 min on 2 CPU cores (step 0.1 / 0.25)
+    python benchmarks/fusion_headroom.py --work W            # about 20 min on 2 CPU cores (step 0.1 / 0.25)
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from fractions import Fraction
 from pathlib import Path
+from statistics import mean
 
 import torch
 from torch import nn
@@ -32,6 +33,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, write_result
+from quality import FUSION_MARGIN_DB
 
 from tsfnet.devices import resolve_device
 from tsfnet.evaluation.evaluate import evaluate
@@ -40,7 +42,6 @@ from tsfnet.inference.model_folder import TrainedModel, load_model_folder
 from tsfnet.inference.predictor import predict_folder
 
 RESULT = "fusion_headroom"
-MARGIN_DB = 0.3  # quality.py's FUSION_MARGIN_DB: what tsf must gain over a plain mean
 METRICS = ("psnr", "psnr_brain", "psnr_lesion")
 
 
@@ -87,7 +88,7 @@ def candidate_weights(k: int, step: Fraction) -> list[tuple[float, ...] | None]:
     return [None, uniform, *(w for w in simplex_grid(k, step) if w != uniform)]
 
 
-def scenarios(inputs: Path, n_channels: int) -> list[tuple[str, str, list]]:
+def scenarios(inputs: Path, n_channels: int) -> list[tuple[str, str, dict[int, Path]]]:
     """(target, case id, the case's input files) of every scenario with 2 or more inputs;
     `inputs/<TARGET>/` folders as quality.py writes them."""
     found = []
@@ -109,11 +110,8 @@ def score(
     for path in files.values():
         (inputs / path.name).symlink_to(path.resolve())
     predictions = work / "predictions"
-    if weights is None:
+    with nullcontext() if weights is None else fixed_weights(trained, weights):
         report = predict_folder(trained, inputs, predictions, targets=target, progress=False)
-    else:
-        with fixed_weights(trained, weights):
-            report = predict_folder(trained, inputs, predictions, targets=target, progress=False)
     if report.failed:
         raise SystemExit("; ".join(report.failed.values()))
     rows, _ = evaluate(predictions, reference, work / "evaluation", progress=False)
@@ -177,10 +175,6 @@ def weights_text(weights: list[float]) -> str:
     return " / ".join(f"{w:.2f}" for w in weights)
 
 
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
 def report(args: argparse.Namespace, trained: TrainedModel, summary: list[dict], minutes: float) -> list[str]:
     lines = [
         "# fusion_headroom: could any weighting of the sources beat a plain mean?",
@@ -215,10 +209,10 @@ def report(args: argparse.Namespace, trained: TrainedModel, summary: list[dict],
         alone = mean([max(s["alone"].values()) - s["uniform"]["psnr"] for s in group])
         lines.append(f"| {k} | {len(group)} | {learnt:+.2f} | {best:+.2f} | {alone:+.2f} |")
     headroom = mean([s["best"]["psnr"] - s["uniform"]["psnr"] for s in summary])
-    verdict = "below" if headroom < MARGIN_DB else "at or above"
+    verdict = "below" if headroom < FUSION_MARGIN_DB else "at or above"
     lines += [
         "",
-        f"Oracle headroom over the uniform ω: {headroom:+.2f} dB on average, {verdict} the {MARGIN_DB} dB that "
+        f"Oracle headroom over the uniform ω: {headroom:+.2f} dB on average, {verdict} the {FUSION_MARGIN_DB} dB that "
         "tsf must gain over `mean` (quality.py). Below it, no weighting of these features, learnt or chosen "
         "on the test case itself, earns the target with this encoder and decoder.",
     ]
