@@ -184,10 +184,11 @@ def test_explain_on_an_ensemble_averages_omega(ensemble_dir, tmp_path):
 
 def test_all_five_folds_in_turn_and_resume_skips_finished_ones(store, tmp_path, monkeypatch, caplog):
     """The loop alone: each run stands in for a finished training (the runner has its own tests)."""
-    runs = []
+    runs, resume_commands = [], set()
 
     def finish(trainer: Runner) -> TrainResult:
         runs.append((trainer.options.fold, trainer.options.resume))
+        resume_commands.add(trainer.resume_command())  # what an interrupted fold would print
         trainer.write_model_folder()
         for name in ("latest", "finetune"):
             (trainer.model_dir / f"checkpoint_{name}.pt").touch()
@@ -198,6 +199,7 @@ def test_all_five_folds_in_turn_and_resume_skips_finished_ones(store, tmp_path, 
     results = train_folds(options)
     assert runs == [(k, False) for k in range(5)]
     assert [r.model_dir.name for r in results] == [f"fold_{k}" for k in range(5)]
+    assert len(resume_commands) == 1 and "--fold all5" in resume_commands.pop()  # all five go on, not one fold
     (tmp_path / "tsf__plans__2d" / "fold_3" / "checkpoint_finetune.pt").unlink()  # interrupted
     shutil.rmtree(tmp_path / "tsf__plans__2d" / "fold_4")  # never started
     runs.clear()

@@ -5,17 +5,23 @@ message says how to resume, the exit code is 128 + the signal, and --resume cont
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from typer.testing import CliRunner
 
+from tsfnet.cli import app
 from tsfnet.planning.plans import load_plans, save_plans
 from tsfnet.training.checkpoint import load_checkpoint
+from tsfnet.training.runner import TrainOptions, resume_command
 
 STEPS = 30
 
@@ -71,3 +77,24 @@ def test_signal_saves_a_checkpoint_and_resume_continues(default_loader_store, tm
     logged = [line for line in (folder / "training_log.jsonl").read_text().splitlines() if '"loss"' in line]
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in logged]
     assert steps == sorted(set(steps)) and steps[-1] == STEPS  # continued from the checkpoint, nothing twice
+
+
+def test_the_resume_command_carries_every_option_the_run_was_given(tmp_path, monkeypatch):
+    """Parsed back by the CLI, the printed command gives the interrupted run's options, so a
+    resumed run keeps its perceptual weights, device, precision and loader."""
+    (tmp_path / "plans_alt.json").write_text("{}")
+    given = TrainOptions(
+        store=tmp_path, fusion="wavg", plans="alt", head="segmentation", config="3d", fold=2, stage="finetune",
+        steps=7, batch_size=3, lr=5e-4, output=tmp_path / "out dir", device="cpu",
+        perceptual_weights=tmp_path / "vgg 19.pth", num_workers=0, val_every=5, compile=True, precision="fp32",
+    )  # fmt: skip
+    parsed = []
+    monkeypatch.setattr(
+        "tsfnet.training.runner.train", lambda options: parsed.append(options) or SimpleNamespace(model_dir=tmp_path)
+    )
+    command = shlex.split(resume_command(given))
+    assert command[:2] == ["tsfnet", "train"]
+    result = CliRunner().invoke(app, command[1:])
+    assert result.exit_code == 0, result.output
+    assert parsed == [replace(given, resume=True)]
+    assert resume_command(TrainOptions(store=tmp_path)) == f"tsfnet train -p {tmp_path} --fusion tsf --resume"

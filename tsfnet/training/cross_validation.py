@@ -27,6 +27,7 @@ def train_folds(options: TrainOptions) -> list[TrainResult]:
     results = []
     for fold in range(N_FOLDS):
         trainer = Runner(replace(options, fold=fold, resume=False))
+        trainer.command = options  # an interrupted fold says to resume `--fold all5`
         if options.resume and is_finished(trainer.model_dir):
             log.info("fold %d: finished, skipped (%s)", fold, trainer.model_dir)
             continue

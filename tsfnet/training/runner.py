@@ -121,9 +121,43 @@ class Distributed:
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+# TrainOptions field -> the `tsfnet train` option that sets it (a bool: a bare flag).
+RESUMED_OPTIONS = (
+    ("plans", "--plans"),
+    ("head", "--head"),
+    ("config", "--config"),
+    ("fold", "--fold"),
+    ("stage", "--stage"),
+    ("steps", "--steps"),
+    ("batch_size", "--batch-size"),
+    ("lr", "--lr"),
+    ("output", "-o"),
+    ("device", "--device"),
+    ("perceptual_weights", "--perceptual-weights"),
+    ("num_workers", "--workers"),
+    ("val_every", "--val-every"),
+    ("compile", "--compile"),
+    ("precision", "--precision"),
+)
+
+
+def resume_command(options: TrainOptions) -> str:
+    """The `tsfnet train ... --resume` that continues `options` exactly: every option the
+    user set, so a resumed run keeps its perceptual weights, device, precision and loader."""
+    parts = ["tsfnet train", f"-p {shlex.quote(str(options.store))}", f"--fusion {options.fusion}"]
+    defaults = TrainOptions(store=options.store)
+    for name, flag in RESUMED_OPTIONS:
+        value = getattr(options, name)
+        if value is None or str(value) == str(getattr(defaults, name)):
+            continue
+        parts.append(flag if isinstance(value, bool) else f"{flag} {shlex.quote(str(value))}")
+    return " ".join([*parts, "--resume"])
+
+
 class Runner:
     def __init__(self, options: TrainOptions) -> None:
         self.options = options
+        self.command = options  # what the user asked for: `--fold all5` resumes all five, not one fold
         store = Path(options.store)
         self.plans = read_plans(store, options.plans)
         self.training = self.plans.training
@@ -379,23 +413,7 @@ class Runner:
         )
 
     def resume_command(self) -> str:
-        o = self.options
-        parts = ["tsfnet train", f"-p {shlex.quote(str(o.store))}", f"--fusion {o.fusion}"]
-        defaults = TrainOptions(store=o.store)
-        for flag, value, default in (
-            ("--plans", o.plans, defaults.plans),
-            ("--head", o.head, defaults.head),
-            ("--config", o.config, defaults.config),
-            ("--fold", o.fold, defaults.fold),
-            ("--stage", o.stage, defaults.stage),
-            ("--steps", o.steps, None),
-            ("--batch-size", o.batch_size, None),
-            ("--lr", o.lr, None),
-            ("-o", o.output, None),
-        ):
-            if value is not None and str(value) != str(default):
-                parts.append(f"{flag} {shlex.quote(str(value))}")
-        return " ".join([*parts, "--resume"])
+        return resume_command(self.command)
 
     def validate_and_save(
         self, stage: Stage, step: int, steps: int, optimizers, schedulers, best: float, training_s: float
