@@ -3,7 +3,8 @@ batch 8) and a 3D patch. `tsf` is timed in its stage 2 (E frozen; loss on G(f̂)
 G(f̂ + f_A)); any other fusion in its last stage (the GAN baselines: one discriminator
 and one generator update). CPU always; on CUDA fp32, bf16 autocast, channels_last
 and torch.compile variants. Tasks are drawn as the training sampler draws them: by the
-stage's sampler, one per batch (`per_batch`, the plans' default) or one per sample.
+stage's sampler, one per batch (`per_batch`, this script's default, the faster) or one per
+sample (`per_sample`, what new plans train with).
 
     python benchmarks/model_speed.py [--steps 3] [--batch 8] [--patch3d 64] [--fusion tsf]
         [--task-sampling per_batch]

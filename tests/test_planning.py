@@ -126,6 +126,7 @@ def test_preset_applies_the_paper_setting(raw_dataset, tmp_path):
     assert plans["training"]["pretrain"]["lr"] == 2e-4 and plans["training"]["finetune"]["lr"] == 1e-4
     assert plans["preset"] == "brats2021_paper"
     assert plans["training"]["loss"]["reconstruction"] == "smooth_l1"  # their stage 1 uses SmoothL1 too
+    assert plans["training"]["lesion_oversampling"] == 0.0  # the planner's 0.33 off: they draw slices uniformly
     volumes = load_case(RawDataset.load(raw_dataset).cases[0])
     case = preprocess_volumes(volumes, plans)
     assert all(image.shape == (192, 192, 128) for image in case.images.values())
