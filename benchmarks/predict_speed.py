@@ -7,7 +7,7 @@ depend on them. Targets (issue 6): CPU under 60 s and 4 GB on 2 cores; CUDA unde
 files, preprocessing, the network, restoring the geometry, writing), so what a GPU cannot
 speed up is visible on any machine.
 
-    python benchmarks/predict_speed.py [--device cpu] [--fusion tsf]
+    python benchmarks/predict_speed.py [--device cpu] [--fusion tsf] [--precision auto|bf16|fp32]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Sizes: `demo` (the phantom at 1/4 resolution, the planned network, batch 8: the 
 and `paper` (192x192 slices, the paper's network, batch 8). Rows: tsf pretrain and finetune
 with one task per sample and per batch (`training.task_sampling`), mmgan and hinet.
 
-    python benchmarks/train_speed.py [--device cpu] [--sizes demo,paper] [--rows all]
+    python benchmarks/train_speed.py [--device cpu] [--sizes demo,paper] [--rows all] [--work DIR]
         [--warmup 2] [--steps 6] [--bare 3] [--workers 2] [--precision auto] [--compile]
 """
 
