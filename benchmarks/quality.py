@@ -6,7 +6,7 @@ models split it evenly between their stages), validated along the way (validatio
 against step and against training time: the learning curves), then every test scenario is
 predicted as the plans say (whole slices unless `sliding_window`) and evaluated with
 `tsfnet evaluate`'s protocol, lesion-region scores included. Writes
-`results/quality_1mm_<task sampling>[_x<budget>]_<date>.md` (Table 1, the verdicts, Table 2,
+`results/quality_<voxel>mm_<task sampling>[_x<budget>]_<date>.md` (Table 1, the verdicts, Table 2,
 the cost), `..._curves.png` (all methods' learning curves) and `..._weights.png` (ω per
 target, the paper's Fig. 3).
 
@@ -61,7 +61,6 @@ METRICS = (
     ("psnr_lesion", "PSNR lesion"),
     ("ssim_lesion", "SSIM lesion"),
 )
-RESULT = "quality_1mm"
 TRAIN_CASES, STEPS = 12, 2000  # the default run: about 75 min on 2 CPU cores
 CURVE_POINTS = 5  # validations per stage: the learning curves
 PLATEAU_DB = 0.1  # a last stage gaining less than this over its last validation interval has levelled off
@@ -113,8 +112,9 @@ def existing_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Pat
 
 
 def result_name(args: argparse.Namespace) -> str:
-    """quality_1mm_<task sampling>[_x<budget>]: runs that differ in these keep their own files."""
-    return f"{RESULT}_{args.task_sampling}" + (f"_x{args.budget:g}" if args.budget != 1 else "")
+    """quality_<voxel>mm_<task sampling>[_x<budget>]: runs that differ in these keep their own files."""
+    voxel_mm = 1 if args.full else args.downsample
+    return f"quality_{voxel_mm}mm_{args.task_sampling}" + (f"_x{args.budget:g}" if args.budget != 1 else "")
 
 
 def rotated_split(ids: list[str], args: argparse.Namespace, fold: int) -> dict[str, list[str]]:
