@@ -67,9 +67,14 @@ PLATEAU_DB = 0.1  # a last stage gaining less than this over its last validation
 FUSION_MARGIN_DB = 0.3  # what the task-specific fusion must gain over a plain mean to earn its place
 
 
+def voxel_mm(args: argparse.Namespace) -> int:
+    """The phantom's voxel size: `--full` always generates it at its native 1 mm."""
+    return 1 if args.full else args.downsample
+
+
 def prepare_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path, Path]:
     raw = write_dataset(
-        work / "raw", args.train + args.val, 1 if args.full else args.downsample, args.seed, n_test=args.test,
+        work / "raw", args.train + args.val, voxel_mm(args), args.seed, n_test=args.test,
         progress=True,
     )  # fmt: skip
     budget = "gpu" if args.full else "cpu"  # cpu: 96 x 96 patches of the slices, whole slices in inference
@@ -113,8 +118,7 @@ def existing_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Pat
 
 def result_name(args: argparse.Namespace) -> str:
     """quality_<voxel>mm_<task sampling>[_x<budget>]: runs that differ in these keep their own files."""
-    voxel_mm = 1 if args.full else args.downsample
-    return f"quality_{voxel_mm}mm_{args.task_sampling}" + (f"_x{args.budget:g}" if args.budget != 1 else "")
+    return f"quality_{voxel_mm(args)}mm_{args.task_sampling}" + (f"_x{args.budget:g}" if args.budget != 1 else "")
 
 
 def rotated_split(ids: list[str], args: argparse.Namespace, fold: int) -> dict[str, list[str]]:
@@ -500,7 +504,7 @@ def report(
 ) -> list[str]:
     command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
     result = result_name(args)
-    resolution = f"{args.downsample} mm" if not args.full else "1 mm"
+    resolution = f"{voxel_mm(args)} mm"
     scenarios = (
         "all 14 input subsets per test case, every missing sequence synthesised"
         if args.all_subsets
