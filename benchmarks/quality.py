@@ -6,9 +6,9 @@ models split it evenly between their stages), validated along the way (validatio
 against step and against training time: the learning curves), then every test scenario is
 predicted as the plans say (whole slices unless `sliding_window`) and evaluated with
 `tsfnet evaluate`'s protocol, lesion-region scores included. Writes
-`results/quality_<voxel>mm_<task sampling>[_x<budget>]_<date>.md` (Table 1, the verdicts, Table 2,
-the cost), `..._curves.png` (all methods' learning curves) and `..._weights.png` (ω per
-target, the paper's Fig. 3).
+`results/quality_<voxel>mm_<task sampling>[_x<budget>][_seed<k>][_<fusions, when not all>]_<date>.md`
+(Table 1, the verdicts, Table 2, the cost), `..._curves.png` (all methods' learning
+curves) and `..._weights.png` (ω per target, the paper's Fig. 3).
 
     python benchmarks/quality.py                     # about 2 h on 2 CPU cores (118 min measured)
     python benchmarks/quality.py --budget 4          # 4x the steps per method: about 8 h
@@ -16,6 +16,7 @@ target, the paper's Fig. 3).
     python benchmarks/quality.py --train 6 --val 1 --test 1 --steps 200 --fusions tsf,mean   # a quick look
     python benchmarks/quality.py --full --device cuda   # the planned (paper) network on whole slices
     python benchmarks/quality.py --fusions tsf --ensemble-folds 5   # + tsf's 5-fold ensemble against fold 0
+    python benchmarks/quality.py --fusions mean,seq2seq-early   # the early-fusion ablation (a file of its own)
 """
 
 from __future__ import annotations
@@ -117,8 +118,13 @@ def existing_data(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Pat
 
 
 def result_name(args: argparse.Namespace) -> str:
-    """quality_<voxel>mm_<task sampling>[_x<budget>]: runs that differ in these keep their own files."""
-    return f"quality_{voxel_mm(args)}mm_{args.task_sampling}" + (f"_x{args.budget:g}" if args.budget != 1 else "")
+    """quality_<voxel>mm_<task sampling>[_x<budget>][_seed<k>][_<fusions>]: runs that differ in
+    these keep their own files; a run of some methods (`--fusions`) never overwrites the full
+    comparison."""
+    name = f"quality_{voxel_mm(args)}mm_{args.task_sampling}" + (f"_x{args.budget:g}" if args.budget != 1 else "")
+    name += f"_seed{args.seed}" if args.seed else ""
+    fusions = args.fusions.split(",")
+    return name if sorted(fusions) == sorted(FUSIONS) else f"{name}_{'+'.join(fusions)}"
 
 
 def rotated_split(ids: list[str], args: argparse.Namespace, fold: int) -> dict[str, list[str]]:

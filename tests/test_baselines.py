@@ -1,4 +1,5 @@
-"""The baselines (MM-GAN, Hi-Net, pix2pix, Seq2Seq averaging): faithful pieces pinned
+"""The baselines (MM-GAN, Hi-Net, pix2pix, Seq2Seq averaging, and the early-fusion
+ablation of Seq2Seq): faithful pieces pinned
 by unit tests, and each one trained and used for prediction through the CLI."""
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from tsfnet.model import build_model
 from tsfnet.planning.plans import load_plans, save_plans
 from tsfnet.training.adversarial import MMGANStage, least_squares
 
-BASELINES = ("mmgan", "hinet", "pix2pix", "seq2seq-avg")
+BASELINES = ("mmgan", "hinet", "pix2pix", "seq2seq-avg", "seq2seq-early")
+BASELINE_STAGE = {"seq2seq-avg": "pretrain", "seq2seq-early": "joint"}  # the others: a stage of their name
 TINY_OPTIONS = {
     "mmgan": {"base_channels": 8, "levels": 3, "discriminator_channels": 8},
     "hinet": {"base_channels": 8, "levels": 3, "discriminator_channels": 8},
@@ -159,6 +161,19 @@ def test_seq2seq_average_is_the_mean_of_one_to_one_outputs():
     assert averaged.weights.tolist() == [[0.5, 0.0, 0.5, 0.0]]
 
 
+def test_early_fusion_tells_a_missing_input_from_a_black_one():
+    """E sees the source mask as planes: T1 missing and T1 present but all zeros (the value
+    a missing input is filled with) are different inputs, and give different syntheses."""
+    model = build_model(plans(), "seq2seq-early").eval()
+    images = torch.rand(1, 4, 1, SIZE, SIZE) * 2 - 1
+    images[:, 0] = 0
+    target = torch.tensor([2])
+    with torch.no_grad():
+        without_t1 = model.synthesise(images, torch.tensor([[0.0, 1, 0, 1]]), target).output
+        black_t1 = model.synthesise(images, torch.tensor([[1.0, 1, 0, 1]]), target).output
+    assert not torch.allclose(without_t1, black_t1)
+
+
 def test_hinet_fusion_of_one_source_is_that_source_three_times():
     block = MixedFusionBlock(2, 4, None)
     seen = {}
@@ -212,7 +227,7 @@ def test_baseline_trains_and_predicts_through_the_cli(fusion, baseline_store, tm
     model_dir = results / f"{fusion}__plans__2d" / "fold_0"
     assert (model_dir / "checkpoint_best.pt").is_file()
     stages = {json.loads(line)["stage"] for line in (model_dir / "training_log.jsonl").read_text().splitlines()}
-    assert stages == {"pretrain" if fusion == "seq2seq-avg" else fusion}
+    assert stages == {BASELINE_STAGE.get(fusion, fusion)}
     raw = Path(load_plans(baseline_store / "plans.json")["raw_path"]) / "imagesTs"
     inputs = tmp_path / "in"
     inputs.mkdir()

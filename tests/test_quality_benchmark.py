@@ -83,7 +83,9 @@ def test_a_resumed_run_reports_the_task_sampling_it_trained_with(quality, store,
     plans = load_plans(store / "plans.json")
     plans["training"]["task_sampling"] = sampling
     save_plans(plans, tmp_path / "preprocessed" / "Dataset001" / "plans.json")
-    args = quality.argparse.Namespace(task_sampling=None, budget=1.0, downsample=1, full=False)  # the defaults
+    args = quality.argparse.Namespace(
+        task_sampling=None, budget=1.0, downsample=1, full=False, fusions=",".join(quality.FUSIONS), seed=0
+    )  # the defaults
     quality.existing_data(args, tmp_path)
     assert args.task_sampling == sampling
     assert quality.result_name(args) == f"quality_1mm_{sampling}"  # one run never overwrites the other's file
@@ -93,3 +95,7 @@ def test_a_resumed_run_reports_the_task_sampling_it_trained_with(quality, store,
     assert quality.result_name(args) == f"quality_4mm_{sampling}_x1.6"  # a coarser phantom is named as such
     args.full = True
     assert quality.result_name(args) == f"quality_1mm_{sampling}_x1.6"  # --full always runs at 1 mm
+    args.fusions = "mean,seq2seq-early"
+    assert quality.result_name(args) == f"quality_1mm_{sampling}_x1.6_mean+seq2seq-early"  # not the full comparison
+    args.seed = 1
+    assert quality.result_name(args) == f"quality_1mm_{sampling}_x1.6_seed1_mean+seq2seq-early"  # nor another seed's

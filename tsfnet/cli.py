@@ -257,7 +257,7 @@ def train(
     ] = "auto",
 ) -> None:
     """Train a fusion model: stage 1 (pretrain E, G) then stage 2 (finetune fusion + G, E frozen);
-    baselines (mmgan, hinet, pix2pix, seq2seq-avg) train through their own stages."""
+    baselines (mmgan, hinet, pix2pix, seq2seq-avg, seq2seq-early) train through their own stages."""
     from tsfnet.training.cross_validation import ALL_FOLDS, train_folds
     from tsfnet.training.runner import TrainOptions
     from tsfnet.training.runner import train as run_train

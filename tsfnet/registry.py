@@ -34,6 +34,7 @@ _BUILTIN_MODULES = (
     "tsfnet.fusion.hinet",
     "tsfnet.fusion.pix2pix",
     "tsfnet.fusion.seq2seq_avg",
+    "tsfnet.fusion.seq2seq_early",
     "tsfnet.fusion.tsf_ms",
     "tsfnet.heads",
     "tsfnet.preprocessing.normalization",

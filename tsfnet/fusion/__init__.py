@@ -1,5 +1,5 @@
 """Fusion plugins; importing this package registers the feature fusions. The
-whole-network baselines (mmgan, hinet, pix2pix, seq2seq-avg) register when the
+whole-network baselines (mmgan, hinet, pix2pix, seq2seq-avg, seq2seq-early) register when the
 registry loads its built-ins."""
 
 from tsfnet.fusion import simple, tsf  # noqa: F401

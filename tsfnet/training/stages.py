@@ -1,7 +1,8 @@
 """Training stages (registered as `stage` plugins).
 
 `pretrain` is Seq2Seq's stage 1: E and G one-to-one. `finetune` is TSF's stage 2:
-E frozen, fusion and G trained many-to-one on both G(f̂) and G(f̂ + f_A).
+E frozen, fusion and G trained many-to-one on both G(f̂) and G(f̂ + f_A). `joint`
+trains a whole network many-to-one from scratch (the early-fusion ablation).
 `segment` trains E, fusion and the segmentation head on tumour labels. A stage says
 how tasks are sampled, what is trained with which optimizers, what one step does,
 what it starts from, which tasks validate it, whether it keeps a best checkpoint and
@@ -137,20 +138,9 @@ class PretrainStage(Stage):
         return loss
 
 
-@register("stage", "finetune")
-class FinetuneStage(Stage):
-    """Starts from pretrain's E and G; trains the fusion and G, E frozen."""
-
-    trains = ("fusion", "head")
-    defaults: ClassVar[dict] = {"steps": 10000, "lr": 1e-4, "schedule": "poly"}
-
-    def initial_weights(self, model: Network, folder: Path, fusion: str) -> None:
-        pretrained = stage_checkpoint(folder, "pretrain")
-        if not pretrained.is_file():
-            raise TsfnetError(f"{pretrained}: stage 1 result missing; run --stage pretrain (or all) first")
-        weights = load_checkpoint(pretrained, fusion)["model"]
-        encoder_and_head = {k: v for k, v in weights.items() if not k.startswith("fusion.")}
-        model.load_state_dict(encoder_and_head, strict=False)
+class ManyToOneStage(Stage):
+    """The synthesis of a task's target from its sources: on G(f̂), and on G(f̂ + f_A) where
+    the fusion adds an attention residual."""
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         out = model(batch.images, batch.source_mask, batch.task_target, sources=batch.shared_sources)
@@ -179,6 +169,29 @@ class FinetuneStage(Stage):
         synthesis = out.base if skip_attention else out.output
         source = batch.images[torch.arange(len(chosen), device=chosen.device), chosen]  # (B, Cin, *S)
         return criterion(synthesis, slices_like(source, synthesis))
+
+
+@register("stage", "finetune")
+class FinetuneStage(ManyToOneStage):
+    """Starts from pretrain's E and G; trains the fusion and G, E frozen."""
+
+    trains = ("fusion", "head")
+    defaults: ClassVar[dict] = {"steps": 10000, "lr": 1e-4, "schedule": "poly"}
+
+    def initial_weights(self, model: Network, folder: Path, fusion: str) -> None:
+        pretrained = stage_checkpoint(folder, "pretrain")
+        if not pretrained.is_file():
+            raise TsfnetError(f"{pretrained}: stage 1 result missing; run --stage pretrain (or all) first")
+        weights = load_checkpoint(pretrained, fusion)["model"]
+        encoder_and_head = {k: v for k, v in weights.items() if not k.startswith("fusion.")}
+        model.load_state_dict(encoder_and_head, strict=False)
+
+
+@register("stage", "joint")
+class JointStage(ManyToOneStage):
+    """The whole network many-to-one from scratch, at stage 1's budget and rate (seq2seq-early)."""
+
+    defaults: ClassVar[dict] = dict(PretrainStage.defaults)
 
 
 def soft_dice_loss(logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
