@@ -8,7 +8,8 @@ predicted as the plans say (whole slices unless `sliding_window`) and evaluated 
 `tsfnet evaluate`'s protocol, lesion-region scores included. Writes
 `results/quality_<voxel>mm_<task sampling>[_x<budget>][_seed<k>][_<fusions, when not all>]_<date>.md`
 (Table 1, the verdicts, Table 2, the cost), `..._curves.png` (all methods' learning
-curves) and `..._weights.png` (ω per target, the paper's Fig. 3).
+curves), `..._lesion_<target>.png` (every method's synthesis through the tumour, from 1, 2
+and 3 inputs) and `..._weights.png` (ω per target, the paper's Fig. 3).
 
     python benchmarks/quality.py                     # about 2 h on 2 CPU cores (118 min measured)
     python benchmarks/quality.py --budget 4          # 4x the steps per method: about 8 h
@@ -30,18 +31,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, result_path, write_result
 
-from tsfnet.atomic import write_json
+from tsfnet.atomic import read_json, write_json
 from tsfnet.data.dataset import RawDataset
-from tsfnet.data.phantom import write_dataset
+from tsfnet.data.phantom import SEQUENCES, write_dataset
+from tsfnet.data.volume_io import read_volume
 from tsfnet.demo import compact_plans, make_all_subset_scenarios, make_nested_scenarios
 from tsfnet.devices import resolve_device
-from tsfnet.evaluation.evaluate import evaluate
+from tsfnet.evaluation.evaluate import evaluate, normalised_reference
 from tsfnet.evaluation.tables import mean_sd
 from tsfnet.fusion.tsf_ms import scale_task_weights
+from tsfnet.inference.cases import find_input_cases
 from tsfnet.inference.ensemble import load_predictor
 from tsfnet.inference.explain import explain_weights
 from tsfnet.inference.model_folder import load_model_folder
@@ -49,6 +54,7 @@ from tsfnet.inference.predictor import predict_folder
 from tsfnet.model import build_model
 from tsfnet.planning.api import plan
 from tsfnet.planning.plans import Plans, load_plans, save_plans
+from tsfnet.plotting import centre_slice, mid_axial, save_montage
 from tsfnet.preprocessing.pipeline import list_preprocessed, preprocess_dataset
 from tsfnet.training.runner import TrainOptions, train
 from tsfnet.training.splits import SPLITS_FILE
@@ -413,6 +419,40 @@ def plot_learning_curves(outcomes: dict[str, dict], path: Path) -> Path:
     return path
 
 
+def plot_lesion_previews(fusions: list[str], work: Path, stem: Path) -> list[Path]:
+    """Per test case (one withheld target each): the reference and each method's synthesis
+    from 1, 2 and 3 inputs on the axial slice through the tumour's centre, a row per method,
+    all on the reference's grey scale (as `tsfnet evaluate`'s previews): Table 1's lesion
+    columns, to be looked at. Writes `<stem>_lesion_<target>.png`."""
+    references = {case.case_id: case for case in find_input_cases(work / "test" / "reference", len(SEQUENCES))}
+    written = []
+    for labels in sorted((work / "test" / "labelsTs").glob("*_in3.nii.gz")):
+        case = labels.name.removesuffix(".nii.gz")
+        z = centre_slice(read_volume(labels)[0] > 0)
+        found = [
+            (target, work / "predictions" / fusion)
+            for target in SEQUENCES
+            for fusion in fusions
+            if (work / "predictions" / fusion / f"{case}_{target}.nii.gz").is_file()
+        ]
+        if z is None or not found:
+            continue
+        target, first = found[0]
+        meta_path = first / f"{case}_{target}_weights.json"
+        ref, brain = normalised_reference(meta_path, read_json(meta_path), references[case], list(SEQUENCES))
+        grey = tuple(float(v) for v in np.percentile(ref[brain], [0.5, 99.5]))
+        panels = []
+        for folder in (f for t, f in found if t == target):
+            panels.append((f"{target} reference", mid_axial(ref, z)))
+            for n_inputs in (1, 2, 3):
+                synthesis = read_volume(folder / f"{case.removesuffix('_in3')}_in{n_inputs}_{target}.nii.gz")[0]
+                panels.append((f"{folder.name}, {n_inputs} input{'s' * (n_inputs > 1)}", mid_axial(synthesis, z)))
+        scale = dict.fromkeys(range(len(panels)), grey)
+        path = stem.with_name(f"{stem.name}_lesion_{target}.png")
+        written.append(save_montage(path, panels, value_range=scale, columns=4))
+    return written
+
+
 def tsem_table(outcome: dict) -> list[str]:
     lines = ["| inputs | n | PSNR TSEM > P99 | PSNR rest of brain |", "|---|---|---|---|"]
     for n_inputs in (1, 2, 3):
@@ -502,11 +542,11 @@ def main() -> None:
     if args.ensemble_folds and not args.report_only:
         outcomes[ensemble_name] = run_ensemble(args, store, inputs, reference, work, outcomes["tsf"]["train_s"])
     total_min = None if reuse else (time.perf_counter() - began) / 60
-    print(write_result(result_name(args), report(args, outcomes, total_min, missing)).read_text())
+    print(write_result(result_name(args), report(args, outcomes, work, total_min, missing)).read_text())
 
 
 def report(
-    args: argparse.Namespace, outcomes: dict[str, dict], total_min: float | None, missing: list[str] = ()
+    args: argparse.Namespace, outcomes: dict[str, dict], work: Path, total_min: float | None, missing: list[str] = ()
 ) -> list[str]:
     command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
     result = result_name(args)
@@ -559,6 +599,16 @@ def report(
         *[f"- {name}: {plateau(o)}." for name, o in outcomes.items() if o["history"]],
         "",
     ]
+    previews = [] if args.all_subsets else plot_lesion_previews(list(outcomes), work, result_path(result, ""))
+    if previews:
+        lines += ["## Lesion previews", ""]
+        lines += [
+            "Each test case's withheld target on the slice through the tumour's centre: the reference, then every "
+            "method from 1, 2 and 3 inputs (a row each; grey levels scaled per panel): "
+            + ", ".join(f"`{p.name}`" for p in previews)
+            + ".",
+            "",
+        ]
     if "tsf" in outcomes:
         lines += ["## Table 2: TSF, PSNR inside / outside the TSEM > 99th percentile region", ""]
         lines += [*tsem_table(outcomes["tsf"]), ""]

@@ -1,10 +1,15 @@
-"""benchmarks/quality.py's verdicts and learning curves: the lines its result file is read for."""
+"""benchmarks/quality.py's verdicts, learning curves and lesion previews: what its result
+file is read and looked at for."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+from PIL import Image
 
 from tests.conftest import import_benchmark
+from tsfnet.demo import make_nested_scenarios
+from tsfnet.inference.model_folder import load_model_folder
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +104,19 @@ def test_a_resumed_run_reports_the_task_sampling_it_trained_with(quality, store,
     assert quality.result_name(args) == f"quality_1mm_{sampling}_x1.6_mean+seq2seq-early"  # not the full comparison
     args.seed = 1
     assert quality.result_name(args) == f"quality_1mm_{sampling}_x1.6_seed1_mean+seq2seq-early"  # nor another seed's
+
+
+def test_lesion_previews_show_each_target_through_the_tumour(quality, trained, raw_dataset, tmp_path):
+    """One PNG per test case, a row per method that predicted it (methods without predictions
+    are left out), written as the benchmark's report names them."""
+    work = tmp_path / "work"
+    make_nested_scenarios(raw_dataset, work / "test" / "inputs", work / "test" / "reference")
+    model = load_model_folder(trained.model_dir, torch.device("cpu"))
+    assert not quality.predict_scenarios(model, work / "test" / "inputs", work / "predictions" / "tsf")
+    written = quality.plot_lesion_previews(["tsf", "mean"], work, tmp_path / "quality_x")
+    labelled = sorted((work / "test" / "labelsTs").glob("*_in3.nii.gz"))
+    assert len(written) == len(labelled) > 0
+    for path in written:
+        assert path.name.startswith("quality_x_lesion_") and path.stat().st_size > 10_000
+        width, height = Image.open(path).size
+        assert width > 3 * height  # one row (tsf): the reference and 1, 2, 3 inputs

@@ -66,16 +66,9 @@ def evaluate_one(
     label_path: Path | None = None,
     preview_dir: Path | None = None,
 ) -> dict:
-    if meta.get("intensity", "normalized") != "normalized":
-        raise InputError(meta_path, "evaluate needs predictions in normalised units (predict without --intensity)")
-    target = channel_names.index(meta["target"])
-    if target not in reference.files:
-        raise InputError(meta_path, f"reference case has no {meta['target']} to compare with")
-    volumes = load_case(RawCase(reference.case_id, reference.files))
-    brain = volumes.brain_mask
-    ref, _ = normalize(volumes.images[target], brain, meta["normalization"], channel=meta["target"])
+    ref, brain = normalised_reference(meta_path, meta, reference, channel_names)
     pred, geometry = read_volume(pred_dir / meta["synthesis"])
-    if geometry.shape != volumes.geometry.shape:
+    if geometry.shape != ref.shape:
         raise InputError(pred_dir / meta["synthesis"], f"shape {geometry.shape} differs from reference")
     box = tuple(slice(lo, hi) for lo, hi in brain_bbox(brain))
     sources = meta["sources"]
@@ -99,7 +92,7 @@ def evaluate_one(
         )
     if isinstance(sources, dict):
         row.update({f"w_{k}": v for k, v in sources.items()})
-    tumour = read_tumour(label_path, volumes.geometry.shape) if label_path is not None else None
+    tumour = read_tumour(label_path, ref.shape) if label_path is not None else None
     if tumour is not None:
         row.update(lesion_scores(pred, ref, tumour))
     if preview_dir is not None:
@@ -113,6 +106,19 @@ def evaluate_one(
         row["psnr_tsem_high"] = psnr(pred, ref, high) if high.any() else float("nan")
         row["psnr_tsem_low"] = psnr(pred, ref, brain & ~high)
     return row
+
+
+def normalised_reference(meta_path: Path, meta: dict, reference, channel_names) -> tuple[np.ndarray, np.ndarray]:
+    """(reference target, brain mask): the target normalised as the prediction's inputs were
+    (the scheme in its JSON), so that both are in the units the model synthesises."""
+    if meta.get("intensity", "normalized") != "normalized":
+        raise InputError(meta_path, "evaluate needs predictions in normalised units (predict without --intensity)")
+    target = channel_names.index(meta["target"])
+    if target not in reference.files:
+        raise InputError(meta_path, f"reference case has no {meta['target']} to compare with")
+    volumes = load_case(RawCase(reference.case_id, reference.files))
+    ref, _ = normalize(volumes.images[target], volumes.brain_mask, meta["normalization"], channel=meta["target"])
+    return ref, volumes.brain_mask
 
 
 def read_tumour(label_path: Path, shape: tuple[int, ...]) -> np.ndarray:
