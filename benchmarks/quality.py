@@ -604,7 +604,7 @@ def report(
         lines += ["## Lesion previews", ""]
         lines += [
             "Each test case's withheld target on the slice through the tumour's centre: the reference, then every "
-            "method from 1, 2 and 3 inputs (a row each; grey levels scaled per panel): "
+            "method from 1, 2 and 3 inputs (a row each; all on the reference's grey scale): "
             + ", ".join(f"`{p.name}`" for p in previews)
             + ".",
             "",

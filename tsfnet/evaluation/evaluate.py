@@ -108,7 +108,9 @@ def evaluate_one(
     return row
 
 
-def normalised_reference(meta_path: Path, meta: dict, reference, channel_names) -> tuple[np.ndarray, np.ndarray]:
+def normalised_reference(
+    meta_path: Path, meta: dict, reference: RawCase, channel_names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """(reference target, brain mask): the target normalised as the prediction's inputs were
     (the scheme in its JSON), so that both are in the units the model synthesises."""
     if meta.get("intensity", "normalized") != "normalized":
