@@ -31,8 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, result_path, write_result
@@ -43,7 +41,7 @@ from tsfnet.data.phantom import SEQUENCES, write_dataset
 from tsfnet.data.volume_io import read_volume
 from tsfnet.demo import compact_plans, make_all_subset_scenarios, make_nested_scenarios
 from tsfnet.devices import resolve_device
-from tsfnet.evaluation.evaluate import evaluate, normalised_reference
+from tsfnet.evaluation.evaluate import evaluate, normalised_reference, reference_grey
 from tsfnet.evaluation.tables import mean_sd
 from tsfnet.fusion.tsf_ms import scale_task_weights
 from tsfnet.inference.cases import find_input_cases
@@ -440,7 +438,7 @@ def plot_lesion_previews(fusions: list[str], work: Path, stem: Path) -> list[Pat
         target, first = found[0]
         meta_path = first / f"{case}_{target}_weights.json"
         ref, brain = normalised_reference(meta_path, read_json(meta_path), references[case], list(SEQUENCES))
-        grey = tuple(float(v) for v in np.percentile(ref[brain], [0.5, 99.5]))
+        grey = reference_grey(ref, brain)
         panels = []
         for folder in (f for t, f in found if t == target):
             panels.append((f"{target} reference", mid_axial(ref, z)))

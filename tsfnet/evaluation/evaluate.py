@@ -139,6 +139,12 @@ def lesion_scores(pred: np.ndarray, ref: np.ndarray, tumour: np.ndarray) -> dict
     return {"psnr_lesion": psnr(pred, ref, tumour), "ssim_lesion": ssim(pred, ref, tumour)}
 
 
+def reference_grey(ref: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
+    """The grey scale previews share: the reference's 0.5th to 99.5th percentile in the brain,
+    so a synthesis that misses a bright lesion looks darker than the reference, not rescaled."""
+    return tuple(float(v) for v in np.percentile(ref[brain], [0.5, 99.5])) if brain.any() else (-1.0, 1.0)
+
+
 def write_comparison(
     path: Path, target: str, ref: np.ndarray, pred: np.ndarray, brain: np.ndarray, tumour: np.ndarray | None
 ) -> None:
@@ -148,7 +154,7 @@ def write_comparison(
     from tsfnet.plotting import centre_slice, mid_axial, save_montage
 
     z = centre_slice(tumour) if tumour is not None and tumour.any() else centre_slice(brain)
-    grey = tuple(float(v) for v in np.percentile(ref[brain], [0.5, 99.5])) if brain.any() else (-1.0, 1.0)
+    grey = reference_grey(ref, brain)
     panels = [
         (f"{target} (reference)", mid_axial(ref, z)),
         (f"{target} (synthesis)", mid_axial(pred, z)),
