@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from tsfnet.devices import autocast, inference_batch_size, native_bf16, resolve_precision
 from tsfnet.errors import TsfnetError
 from tsfnet.training.runner import Runner, TrainOptions
+from tsfnet.training.stages import FUSED_ADAM_DEVICES, adam
 
 CPU = torch.device("cpu")
 
@@ -45,3 +47,12 @@ def test_cpu_defaults_small_batches_and_trains_in_bf16_only_where_native(store, 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert runner("auto").precision == "fp32"
+
+
+def test_adam_is_fused_on_the_cpu_and_not_on_cuda():
+    """CUDA's fused Adam turned bf16 training NaN from finite gradients where its default Adam
+    trained on (benchmarks/results/gpu_check_2026-11-27.md)."""
+    assert adam([nn.Parameter(torch.zeros(3))], 1e-3).defaults["fused"] is True
+    assert "cuda" not in FUSED_ADAM_DEVICES
+    if torch.cuda.is_available():
+        assert not adam([nn.Parameter(torch.zeros(3, device="cuda"))], 1e-3).defaults["fused"]

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 
 from tsfnet.data.dataset import RawDataset, load_case
-from tsfnet.data.phantom import BRATS_SHAPE, LABELS, fit_to_shape, generate_case, load_template, write_dataset
+from tsfnet.data.phantom import (
+    BRATS_SHAPE,
+    LABELS,
+    _nilearn_data_dir,
+    fit_to_shape,
+    generate_case,
+    load_template,
+    write_dataset,
+)
 
 
 def test_same_seed_same_case_other_seed_other_case():
@@ -89,3 +102,17 @@ def test_written_dataset_is_a_valid_raw_dataset(tmp_path):
     assert [len(c.available) for c in test_cases] == [4]  # test cases stay complete
     volumes = load_case(dataset.cases[0], with_label=True)
     assert volumes.label is not None and volumes.label.shape == volumes.geometry.shape
+
+
+def test_the_template_is_read_without_importing_nilearn():
+    """Only nilearn's data files are needed; importing it would pull in scikit-learn and pandas."""
+    code = (
+        "import sys; from tsfnet.data.phantom import load_template; load_template(6); print('nilearn' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_a_missing_nilearn_is_named(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModuleNotFoundError, match="pip install nilearn"):
+        _nilearn_data_dir()

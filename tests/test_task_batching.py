@@ -97,7 +97,7 @@ def test_non_finite_loss_stops_the_run_before_any_checkpoint(store, tmp_path, mo
     options = TrainOptions(store=copy, output=tmp_path / "out", stage="pretrain", steps=3, progress=False, device="cpu")
     with pytest.raises(TsfnetError) as error:
         train(options)
-    assert str(error.value) == "pretrain steps 1-3: loss is nan (try a lower --lr)"
+    assert str(error.value) == "pretrain steps 1-3: loss is nan (try a lower --lr, or --precision fp32)"
     assert not list((tmp_path / "out").rglob("checkpoint_*.pt"))
 
 

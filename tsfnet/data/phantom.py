@@ -10,6 +10,7 @@ Everything is drawn from one seeded generator, so a seed fixes the case.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,9 +75,12 @@ class PhantomCase:
 
 
 def _nilearn_data_dir() -> Path:
-    import nilearn.datasets
-
-    return Path(nilearn.datasets.__file__).parent / "data"
+    """nilearn's shipped data folder, found without importing nilearn: only its files are
+    needed, and importing it pulls in scikit-learn and pandas (and checks their versions)."""
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the phantom needs nilearn's MNI152 template: pip install nilearn")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
 
 
 def block_mean(volume: np.ndarray, factor: int) -> np.ndarray:

@@ -47,5 +47,5 @@ class LossMeter:
         mean = float(self.total) / self.count
         if not math.isfinite(mean):
             steps = f"step {step}" if self.first == step else f"steps {self.first}-{step}"
-            raise TsfnetError(f"{self.stage} {steps}: loss is {mean} (try a lower --lr)")
+            raise TsfnetError(f"{self.stage} {steps}: loss is {mean} (try a lower --lr, or --precision fp32)")
         return mean

@@ -27,12 +27,16 @@ from tsfnet.tasks import all_tasks
 from tsfnet.training.checkpoint import load_checkpoint, stage_checkpoint
 
 Task = tuple[tuple[int, ...], int]
-FUSED_ADAM_DEVICES = ("cpu", "cuda")
+# The CPU only. On CUDA (torch 2.11, an H100) the fused kernel turned the first layer's weights NaN
+# at step 15 of bf16 training from finite gradients, where CUDA's default multi-tensor Adam trained
+# on (benchmarks/results/gpu_check_2026-11-27.md).
+FUSED_ADAM_DEVICES = ("cpu",)
 
 
 def adam(params, lr: float, **options) -> torch.optim.Adam:
-    """Adam, fused into one kernel where the parameters' device has it: the HyperConv bases
-    make the paper network 136 M parameters, and the per-tensor update took a fifth of a CPU step."""
+    """Adam, fused into one kernel on the CPU: the HyperConv bases make the paper network
+    136 M parameters, and the per-tensor update took a fifth of a CPU step. Elsewhere the
+    device's default (on CUDA, one multi-tensor kernel per operation)."""
     params = list(params)
     fused = bool(params) and all(p.device.type in FUSED_ADAM_DEVICES for p in params)
     return torch.optim.Adam(params, lr=lr, fused=fused or None, **options)
