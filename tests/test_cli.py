@@ -55,6 +55,12 @@ def test_unknown_fusion_lists_known(store, tmp_path):
     assert "unknown fusion 'nope'" in line and "tsf" in line
 
 
+def test_demo_with_an_unknown_fusion_fails_in_one_line_before_writing(tmp_path):
+    line = error_line(tsfnet("demo", "--fusion", "nope", "-o", str(tmp_path / "demo")))
+    assert "unknown fusion 'nope'" in line and "tsf-ms" in line
+    assert not (tmp_path / "demo").exists()
+
+
 def test_plugins_lists_builtins_with_provider():
     result = tsfnet("plugins")
     assert result.returncode == 0

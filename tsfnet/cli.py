@@ -105,11 +105,12 @@ def demo(
     ] = None,
     missing_rate: Annotated[float, typer.Option("--missing-rate", help="Chance a case lacks a sequence.")] = 0.0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier demo's outputs.")] = False,
+    fusion: Annotated[str, typer.Option("--fusion", help="Fusion plugin to train (see tsfnet plugins).")] = "tsf",
 ) -> None:
     """Generate a phantom dataset, then plan -> train -> predict -> evaluate on it."""
     from tsfnet.demo import run_demo
 
-    run_demo(output, generate_only, cases, downsample, seed, device, steps, missing_rate, overwrite)
+    run_demo(output, generate_only, cases, downsample, seed, device, steps, missing_rate, overwrite, fusion)
 
 
 @convert_app.command("brats2021")

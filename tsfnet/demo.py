@@ -17,6 +17,7 @@ import numpy as np
 from tsfnet.data.dataset import RawDataset
 from tsfnet.data.phantom import LABELS, SEQUENCES, write_dataset
 from tsfnet.errors import InputError
+from tsfnet.registry import registry
 
 log = logging.getLogger("tsfnet")
 N_TEST = 4  # one per target sequence (make_nested_scenarios)
@@ -47,6 +48,15 @@ def compact_plans(plans: dict) -> dict:
     plans["network"] = dict(DEMO_NETWORK)
     plans["fusion"].update(DEMO_BASELINES)
     return plans
+
+
+def steps_of_other_stages(stages: tuple[str, ...], steps: int | None) -> int | None:
+    """Steps per stage for a fusion that trains stages other than TSF's (hinet, joint, ...):
+    --steps if given, else the demo's whole budget split evenly between them, as
+    benchmarks/quality.py splits it. None where the demo's pretrain/finetune settings apply."""
+    if set(stages) <= set(DEMO_TRAINING):
+        return None
+    return steps or sum(stage["steps"] for stage in DEMO_TRAINING.values()) // len(stages)
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -129,6 +139,7 @@ def run_demo(
     steps: int | None,
     missing_rate: float,
     overwrite: bool,
+    fusion: str = "tsf",
 ) -> None:
     """Everything lands under `output` in the layout the short commands expect: the raw
     dataset, `tsfnet_preprocessed/` and `tsfnet_results/` beside it (so `tsfnet train` run in
@@ -139,6 +150,7 @@ def run_demo(
     from tsfnet.inference.explain import explain_weights
     from tsfnet.inference.model_folder import load_model_folder
     from tsfnet.inference.predictor import predict_folder
+    from tsfnet.model import FusionModel, build_model
     from tsfnet.planning.api import PLANS_FILE, plan
     from tsfnet.planning.plans import save_plans
     from tsfnet.preprocessing.pipeline import list_preprocessed, preprocess_dataset
@@ -146,6 +158,7 @@ def run_demo(
     from tsfnet.training.splits import SPLITS_FILE
 
     output = Path(output)
+    registry.get("fusion", fusion)  # a mistyped name fails before minutes of data generation
     if output.exists() and any(output.iterdir()):
         if not overwrite:
             raise InputError(output, "already exists and is not empty (pass --overwrite or another -o)")
@@ -160,16 +173,18 @@ def run_demo(
     for stage, settings in DEMO_TRAINING.items():
         plans["training"][stage].update(settings, **({"steps": steps} if steps else {}))
     save_plans(compact_plans(plans), store / PLANS_FILE)
+    own_steps = steps_of_other_stages(build_model(plans, fusion).stages, steps)
     preprocess_dataset(RawDataset.load(raw), store, plans)
     ids = list_preprocessed(store)  # one validation case: the demo validates once per stage
     write_json(store / SPLITS_FILE, [{"train": ids[:-1], "val": ids[-1:]}])
     result = train(
         TrainOptions(
             store=store,
-            fusion="tsf",
+            fusion=fusion,
             device=device,
             batch_size=DEMO_BATCH,
-            val_every=max(plans["training"][stage]["steps"] for stage in DEMO_TRAINING),
+            steps=own_steps,
+            val_every=own_steps or max(plans["training"][stage]["steps"] for stage in DEMO_TRAINING),
             num_workers=0,
         )
     )
@@ -183,13 +198,14 @@ def run_demo(
         if report.failed:
             raise InputError(predictions, "; ".join(report.failed.values()))
     _rows, report_dir = evaluate(predictions, reference, output / "evaluation", previews=True)
-    explain_weights(trained, output / "explanations")
+    chart = ""
+    if isinstance(trained.model, FusionModel):
+        chart = f", ω chart in {explain_weights(trained, output / 'explanations')[1]}"
+    else:
+        log.info(f"no ω chart: '{fusion}' is a whole network without task weights")
     summary = (report_dir / "summary.md").read_text()
     from rich.console import Console
     from rich.markdown import Markdown
 
     Console().print(Markdown(summary))
-    log.info(
-        f"demo finished: predictions in {predictions}, report in {report_dir}, ω chart in "
-        f"{output / 'explanations' / 'task_weights.png'}"
-    )
+    log.info(f"demo finished: predictions in {predictions}, report in {report_dir}{chart}")
