@@ -1,6 +1,6 @@
 """`tsfnet demo`: the whole product on a generated phantom dataset, on the CPU in minutes.
 
-generate -> plan -> preprocess -> train (both stages) -> predict with 1, 2 and 3
+generate -> plan -> preprocess -> train (TSF's two stages, or --fusion's) -> predict with 1, 2 and 3
 inputs on held-out cases -> evaluate -> explain.
 """
 
@@ -200,7 +200,8 @@ def run_demo(
     _rows, report_dir = evaluate(predictions, reference, output / "evaluation", previews=True)
     chart = ""
     if isinstance(trained.model, FusionModel):
-        chart = f", ω chart in {explain_weights(trained, output / 'explanations')[1]}"
+        _weights_json, chart_png = explain_weights(trained, output / "explanations")
+        chart = f", ω chart in {chart_png}"
     else:
         log.info(f"no ω chart: '{fusion}' is a whole network without task weights")
     summary = (report_dir / "summary.md").read_text()
