@@ -70,6 +70,7 @@ TRAIN_CASES, STEPS = 12, 2000  # the default run: 118 min on 2 CPU cores (tasks 
 CURVE_POINTS = 5  # validations per stage: the learning curves
 PLATEAU_DB = 0.1  # a last stage gaining less than this over its last validation interval has levelled off
 FUSION_MARGIN_DB = 0.3  # what the task-specific fusion must gain over a plain mean to earn its place
+TABLE1_HEADING = "## Table 1: by number of inputs (mean ± sd over tasks and cases)"
 
 
 def voxel_mm(args: argparse.Namespace) -> int:
@@ -543,18 +544,32 @@ def main() -> None:
     print(write_result(result_name(args), report(args, outcomes, work, total_min, missing)).read_text())
 
 
-def report(
-    args: argparse.Namespace, outcomes: dict[str, dict], work: Path, total_min: float | None, missing: list[str] = ()
-) -> list[str]:
-    command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
-    result = result_name(args)
-    resolution = f"{voxel_mm(args)} mm"
+def data_line(args: argparse.Namespace) -> str:
+    """The run's protocol in one line: every option the numbers depend on, the seed included
+    (quality_seeds.py pools files whose lines differ only in the seed)."""
     scenarios = (
         "all 14 input subsets per test case, every missing sequence synthesised"
         if args.all_subsets
         else "test case i withholds sequence i mod 4 and synthesises it from 1, 2, then 3 of the others, each "
         "scenario adding one (every row of Table 1 holds the same targets)"
     )
+    return (
+        f"Data: {args.train} train / {args.val} val / {args.test} test phantom cases at {voxel_mm(args)} mm, seed "
+        f"{args.seed}. Every method: {total_steps(args)} steps in total (split evenly between stages), batch "
+        f"{args.batch} of {' x '.join(map(str, args.patch))} {'slices' if args.full else 'patches'}, tasks drawn "
+        f"{args.task_sampling.replace('_', ' ')}, validated {CURVE_POINTS} times per stage; "
+        f"{'whole slices' if args.window is None else 'Gaussian-blended windows of the patch'} in inference. "
+        f"Test scenarios: {scenarios}. Metrics: "
+        "`tsfnet evaluate` ('box' = brain bounding box on [-1, 1], data range 2; 'brain' = inside the brain "
+        "mask; 'lesion' = inside the tumour labels)."
+    )
+
+
+def report(
+    args: argparse.Namespace, outcomes: dict[str, dict], work: Path, total_min: float | None, missing: list[str] = ()
+) -> list[str]:
+    command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
+    result = result_name(args)
     lines = [
         "# quality: the paper's comparison on the phantom dataset",
         "",
@@ -571,16 +586,9 @@ def report(
             if missing
             else []
         ),
-        f"Data: {args.train} train / {args.val} val / {args.test} test phantom cases at {resolution}, seed "
-        f"{args.seed}. Every method: {total_steps(args)} steps in total (split evenly between stages), batch "
-        f"{args.batch} of {' x '.join(map(str, args.patch))} {'slices' if args.full else 'patches'}, tasks drawn "
-        f"{args.task_sampling.replace('_', ' ')}, validated {CURVE_POINTS} times per stage; "
-        f"{'whole slices' if args.window is None else 'Gaussian-blended windows of the patch'} in inference. "
-        f"Test scenarios: {scenarios}. Metrics: "
-        "`tsfnet evaluate` ('box' = brain bounding box on [-1, 1], data range 2; 'brain' = inside the brain "
-        "mask; 'lesion' = inside the tumour labels).",
+        data_line(args),
         "",
-        "## Table 1: by number of inputs (mean ± sd over tasks and cases)",
+        TABLE1_HEADING,
         "",
         *table1(outcomes),
         "",

@@ -85,7 +85,9 @@ def import_benchmark(name: str) -> Iterator[ModuleType]:
     try:
         spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # where dataclasses look up the module's annotations
         spec.loader.exec_module(module)
         yield module
     finally:
+        sys.modules.pop(f"{name}_benchmark", None)
         sys.path.remove(str(BENCHMARKS))

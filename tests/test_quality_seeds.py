@@ -1,0 +1,82 @@
+"""benchmarks/quality_seeds.py reads the result files quality.py writes and pools them by seed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import import_benchmark
+
+
+@pytest.fixture(scope="module")
+def quality():
+    yield from import_benchmark("quality")
+
+
+@pytest.fixture(scope="module")
+def seeds():
+    yield from import_benchmark("quality_seeds")
+
+
+def options(seed: int, steps: int = 2000) -> argparse.Namespace:
+    return argparse.Namespace(
+        train=12, val=2, test=4, downsample=1, seed=seed, steps=steps, budget=1.0, batch=8, patch=[96, 96],
+        full=False, task_sampling="per_sample", window=None, all_subsets=False,
+    )  # fmt: skip
+
+
+def result_file(quality, folder: Path, name: str, args: argparse.Namespace, box: dict[str, list[float]]) -> Path:
+    """A result file as quality.report lays it out (its Data line and Table 1), PSNR box given
+    per method for 1 / 2 / 3 inputs; the lesion 5 dB lower."""
+    rows = lambda values: [  # noqa: E731
+        {"n_inputs": n, "psnr": v, "ssim": 0.5, "psnr_brain": v, "ssim_brain": 0.5, "psnr_lesion": v - 5,
+         "ssim_lesion": 0.1, "lpips": float("nan")}
+        for n, v in zip((1, 2, 3), values, strict=True)
+    ]  # fmt: skip
+    outcomes = {method: {"rows": rows(values)} for method, values in box.items()}
+    path = folder / name
+    lines = ["# quality", "", quality.data_line(args), "", quality.TABLE1_HEADING, "", *quality.table1(outcomes)]
+    path.write_text("\n".join([*lines, "", "## Verdicts", ""]), encoding="utf-8")
+    return path
+
+
+def test_pooled_seeds_give_paired_differences_and_the_best_baseline_of_each_seed(quality, seeds, tmp_path):
+    files = [
+        result_file(quality, tmp_path, "s0.md", options(0), {
+            "tsf": [20.0, 21.0, 21.5], "mean": [20.0, 20.8, 21.1], "hinet": [21.0, 22.0, 23.0],
+        }),
+        result_file(quality, tmp_path, "s1.md", options(1), {
+            "tsf": [20.0, 21.0, 21.0], "mean": [20.0, 21.2, 21.4], "tsf-ms": [20.0, 21.5, 22.0],
+        }),
+        # seed 1's Hi-Net in a file of its own; its mean, trained again, 0.2 dB off
+        result_file(quality, tmp_path, "s1b.md", options(1), {"hinet": [21.0, 21.1, 21.9], "mean": [20.0, 21.4, 21.4]}),
+    ]  # fmt: skip
+    pooled = seeds.pool([seeds.read_run(path) for path in files])
+    assert sorted(pooled.by_seed) == [0, 1]
+    assert pooled.by_seed[1]["mean"][2] == {"box": 21.2, "lesion": 16.2}  # the first file's mean is kept
+    assert pooled.notes == [
+        "mean at seed 1 trained in two runs, up to 0.20 dB apart in the box: s1.md kept, s1b.md not"
+    ]
+    text = "\n".join(seeds.report(pooled, files))
+    assert "| tsf | 0, 1 | 20.00 (20.00 to 20.00) | 21.00 (21.00 to 21.00) | 21.25 (21.00 to 21.50) |" in text
+    assert "| tsf-ms | 1 | 20.00 | 21.50 | 22.00 |" in text
+    assert "| hinet | 0, 1 | 16.00 (16.00 to 16.00) | 16.55 (16.10 to 17.00) | 17.45 (16.90 to 18.00) |" in text
+    assert "- seed 1, 3 inputs: tsf-ms 22.00 > hinet 21.90 > mean 21.40 > tsf 21.00" in text
+    # tsf - mean: +0.20 / +0.40 at seed 0, -0.20 / -0.40 at seed 1; a mean of 0 at both
+    assert "| tsf - mean | +0.20 / +0.40 | -0.20 / -0.40 | +0.00 / +0.00 |" in text
+    # the best baseline is each seed's own: Hi-Net at seed 0, the mean at 2 inputs and Hi-Net at 3 at seed 1
+    assert "| tsf - best baseline | -1.00 / -1.50 (hinet) | -0.20 / -0.90 (mean / hinet) | -0.60 / -1.20 |" in text
+    assert "| tsf-ms - best baseline | - | +0.30 / +0.10 (mean / hinet) | +0.30 / +0.10 |" in text
+
+
+def test_files_of_other_options_or_not_from_quality_are_refused(quality, seeds, tmp_path):
+    first = result_file(quality, tmp_path, "a.md", options(0), {"tsf": [20.0, 21.0, 22.0]})
+    longer = result_file(quality, tmp_path, "b.md", options(1, steps=4000), {"tsf": [20.0, 21.0, 22.0]})
+    with pytest.raises(SystemExit, match=r"b\.md: other options than a\.md"):
+        seeds.pool([seeds.read_run(first), seeds.read_run(longer)])
+    stranger = tmp_path / "notes.md"
+    stranger.write_text("# some notes\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"notes\.md: no 'Data: \.\.\., seed K\. \.\.\.' line"):
+        seeds.read_run(stranger)
