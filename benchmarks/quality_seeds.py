@@ -29,6 +29,7 @@ from quality import FUSION_MARGIN_DB, TABLE1_HEADING, TSF_FAMILY
 
 DATA_LINE = re.compile(r"^Data: (?P<before>.*), seed (?P<seed>\d+)\. (?P<after>.*)$")
 COLUMNS = {"box": "PSNR box", "lesion": "PSNR lesion"}
+OVER_SEEDS = "the mean over the seeds (in brackets: the lowest and the highest seed)"
 
 Scores = dict[str, dict[int, dict[str, float]]]  # method -> inputs -> column -> mean over the test cases
 
@@ -175,11 +176,11 @@ def report(pooled: Pooled, paths: list[Path]) -> list[str]:
         *coverage,
         *(["", "Notes:", *[f"- {note}" for note in pooled.notes]] if pooled.notes else []),
         "",
-        "## PSNR box (dB): the mean over the seeds (lowest to highest)",
+        f"## PSNR box (dB): {OVER_SEEDS}",
         "",
         *method_table(pooled, "box"),
         "",
-        "## PSNR lesion (dB), inside the tumour labels: the mean over the seeds (lowest to highest)",
+        f"## PSNR lesion (dB), inside the tumour labels: {OVER_SEEDS}",
         "",
         *method_table(pooled, "lesion"),
         "",
