@@ -9,8 +9,7 @@ average: tsf - mean (target +0.3 dB), tsf-ms - tsf, and each of them against the
 baseline of the same seed. Files of other options (cases, steps, patches, sampling) are
 refused: their numbers do not pool.
 
-    python benchmarks/quality_seeds.py results/quality_1mm_per_sample_2026-11-27.md \\
-        results/quality_1mm_per_sample_seed1_*_2026-11-27.md results/quality_1mm_per_sample_seed2_*_2026-11-27.md
+    python benchmarks/quality_seeds.py benchmarks/results/quality_1mm_per_sample_*2026-11-27.md
 """
 
 from __future__ import annotations
