@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from tsfnet.atomic import write_atomic
 from tsfnet.devices import native_bf16
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -44,6 +45,6 @@ def result_path(name: str, suffix: str = ".md") -> Path:
 
 
 def write_result(name: str, lines: list[str]) -> Path:
-    path = result_path(name)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    """results/<name>_<date>.md, replaced whole or not at all (an interrupted run keeps the old file)."""
+    text = "\n".join(lines) + "\n"
+    return write_atomic(result_path(name), lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)

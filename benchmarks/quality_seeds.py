@@ -57,14 +57,14 @@ def read_run(path: Path) -> Run:
         raise SystemExit(f"error: {path}: no 'Data: ..., seed K. ...' line; is it a quality.py result file?")
     try:
         start = lines.index(TABLE1_HEADING)
-        header = next(line for line in lines[start:] if line.startswith("| inputs |"))
+        at = next(i for i in range(start, len(lines)) if lines[i].startswith("| inputs |"))
     except (ValueError, StopIteration):
         raise SystemExit(f"error: {path}: no Table 1 (by number of inputs)") from None
-    names = [cell.strip() for cell in header.strip("|").split("|")]
+    names = [cell.strip() for cell in lines[at].strip("|").split("|")]
     if not set(COLUMNS.values()) <= set(names):
         raise SystemExit(f"error: {path}: Table 1 lacks {' or '.join(COLUMNS.values())}")
     scores: Scores = {}
-    for line in lines[lines.index(header) + 2 :]:
+    for line in lines[at + 2 :]:  # after the header and its |---| row
         if not line.startswith("|"):
             break
         cells = dict(zip(names, (cell.strip() for cell in line.strip("|").split("|")), strict=True))

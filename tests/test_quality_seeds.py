@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,11 +31,14 @@ def options(seed: int, steps: int = 2000) -> argparse.Namespace:
 def result_file(quality, folder: Path, name: str, args: argparse.Namespace, box: dict[str, list[float]]) -> Path:
     """A result file as quality.report lays it out (its Data line and Table 1), PSNR box given
     per method for 1 / 2 / 3 inputs; the lesion 5 dB lower."""
-    rows = lambda values: [  # noqa: E731
-        {"n_inputs": n, "psnr": v, "ssim": 0.5, "psnr_brain": v, "ssim_brain": 0.5, "psnr_lesion": v - 5,
-         "ssim_lesion": 0.1, "lpips": float("nan")}
-        for n, v in zip((1, 2, 3), values, strict=True)
-    ]  # fmt: skip
+
+    def rows(values: list[float]) -> list[dict]:
+        return [
+            {"n_inputs": n, "psnr": v, "ssim": 0.5, "psnr_brain": v, "ssim_brain": 0.5, "psnr_lesion": v - 5,
+             "ssim_lesion": 0.1, "lpips": float("nan")}
+            for n, v in zip((1, 2, 3), values, strict=True)
+        ]  # fmt: skip
+
     outcomes = {method: {"rows": rows(values)} for method, values in box.items()}
     path = folder / name
     lines = ["# quality", "", quality.data_line(args), "", quality.TABLE1_HEADING, "", *quality.table1(outcomes)]
@@ -80,3 +84,23 @@ def test_files_of_other_options_or_not_from_quality_are_refused(quality, seeds, 
     stranger.write_text("# some notes\n", encoding="utf-8")
     with pytest.raises(SystemExit, match=r"notes\.md: no 'Data: \.\.\., seed K\. \.\.\.' line"):
         seeds.read_run(stranger)
+
+
+def test_a_result_file_is_replaced_whole_or_not_at_all(seeds, tmp_path, monkeypatch):
+    """benchmarks/common.write_result, which every benchmark writes its file with: a run
+    stopped while writing keeps the day's earlier result and leaves no partial file."""
+    common = sys.modules["common"]  # as the benchmark imported it
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    earlier = common.write_result("quality_seeds", ["# earlier"])
+    write_text = Path.write_text
+
+    def stopped_halfway(self: Path, text: str, *args, **kwargs) -> int:
+        write_text(self, text[:3], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", stopped_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        common.write_result("quality_seeds", ["# later, longer"])
+    monkeypatch.undo()
+    assert earlier.read_text(encoding="utf-8") == "# earlier\n"
+    assert list(tmp_path.iterdir()) == [earlier]
