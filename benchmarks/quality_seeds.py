@@ -9,7 +9,9 @@ average: tsf - mean (target +0.3 dB), tsf-ms - tsf, and each of them against the
 baseline of the same seed. Files of other options (cases, steps, patches, sampling) are
 refused: their numbers do not pool.
 
-    python benchmarks/quality_seeds.py benchmarks/results/quality_1mm_per_sample_*2026-11-27.md
+    python benchmarks/quality_seeds.py benchmarks/results/quality_1mm_per_sample_{,[!x]*}2026-11-27.md
+
+(`{,[!x]*}`: the seed-0 file and the others of that day, not the longer-budget `_x2` runs.)
 """
 
 from __future__ import annotations
