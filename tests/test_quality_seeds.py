@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,11 @@ def quality():
 @pytest.fixture(scope="module")
 def seeds():
     yield from import_benchmark("quality_seeds")
+
+
+@pytest.fixture(scope="module")
+def common():
+    yield from import_benchmark("common")
 
 
 def options(seed: int, steps: int = 2000) -> argparse.Namespace:
@@ -86,10 +90,9 @@ def test_files_of_other_options_or_not_from_quality_are_refused(quality, seeds, 
         seeds.read_run(stranger)
 
 
-def test_a_result_file_is_replaced_whole_or_not_at_all(seeds, tmp_path, monkeypatch):
+def test_a_result_file_is_replaced_whole_or_not_at_all(common, tmp_path, monkeypatch):
     """benchmarks/common.write_result, which every benchmark writes its file with: a run
     stopped while writing keeps the day's earlier result and leaves no partial file."""
-    common = sys.modules["common"]  # as the benchmark imported it
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     earlier = common.write_result("quality_seeds", ["# earlier"])
     write_text = Path.write_text
