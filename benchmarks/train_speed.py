@@ -5,11 +5,12 @@ spent waiting for the next batch, the bare step (Stage.step replayed on the time
 batches, already on the device) and the runner's overhead over it; on CUDA also the FLOPs of one step
 (torch.utils.flop_counter) as TFLOP/s and as a share of the GPU's dense bf16 peak.
 
-Sizes: `demo` (the phantom at 1/4 resolution, the planned network, batch 8: the demo's size when issue 16 was filed)
+Sizes: `demo` (the phantom at 1/4 resolution, the planned network, batch 8: the demo's size when issue 16 was filed),
+`cpu` (the CPU plan at 1 mm, 96x96 patches, with the network `tsfnet demo` and benchmarks/quality.py train, batch 8)
 and `paper` (192x192 slices, the paper's network, batch 8). Rows: tsf pretrain and finetune
 with one task per sample and per batch (`training.task_sampling`), mmgan and hinet.
 
-    python benchmarks/train_speed.py [--device cpu] [--sizes demo,paper] [--rows all] [--work DIR]
+    python benchmarks/train_speed.py [--device cpu] [--sizes demo,cpu,paper] [--rows all] [--work DIR]
         [--warmup 2] [--steps 6] [--bare 3] [--workers 2] [--precision auto] [--compile]
 """
 
@@ -36,6 +37,7 @@ import tsfnet.training.runner as runner
 from tsfnet.atomic import write_json
 from tsfnet.data.dataset import RawDataset
 from tsfnet.data.phantom import write_dataset
+from tsfnet.demo import compact_plans
 from tsfnet.devices import resolve_precision
 from tsfnet.planning.api import plan
 from tsfnet.planning.planner import network_for
@@ -59,13 +61,17 @@ BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4
 
 
 def make_store(work: Path, size: str, workers: int) -> Path:
-    """Four phantom cases (three train, one validates); `paper` at full resolution with the paper's network.
+    """Four phantom cases (three train, one validates); `cpu` and `paper` at full resolution,
+    `cpu` with the CPU plan and the demo's network, `paper` with the paper's network.
     A store already made under `work` is reused."""
     ready = work / "store.txt"
     if ready.is_file():
         return Path(ready.read_text())
-    raw = write_dataset(work / "raw", 4, 1 if size == "paper" else 4, seed=0)
-    store, plans = plan(raw, work / "preprocessed" / raw.name, workers=2)
+    raw = write_dataset(work / "raw", 4, 4 if size == "demo" else 1, seed=0)
+    budget = "cpu" if size == "cpu" else "auto"
+    store, plans = plan(raw, work / "preprocessed" / raw.name, workers=2, budget=budget)
+    if size == "cpu":
+        plans = compact_plans(plans)
     if size == "paper":
         plans["network"] = network_for([192, 192, 128])
         plans["crop_size"] = [192, 192, 128]
