@@ -245,3 +245,28 @@ def test_three_d_training_and_sliding_window_prediction(store, tmp_path):
     output = nib.load(str(report.written[0]))
     assert output.shape == nib.load(f"{raw}/imagesTs/PH_0007_0000.nii.gz").shape
     assert np.isfinite(output.get_fdata()).all()
+
+
+def test_validation_runs_in_the_devices_inference_batch_and_scores_as_any_batch_would(store, trained, monkeypatch):
+    import tsfnet.training.validation as validation
+    from tsfnet.devices import inference_batch_size
+    from tsfnet.tasks import all_tasks
+
+    _plans, cases = make_store(store)
+    case = cases.case_ids[:1]
+    run = validation.predict_targets
+    seen: list[int] = []
+
+    def predict_in(batch: int | None):
+        def predict(*args, **kwargs):
+            seen.append(kwargs["batch_size"])
+            return run(*args, **{**kwargs, "batch_size": batch or kwargs["batch_size"]})
+
+        return predict
+
+    device = torch.device("cpu")
+    monkeypatch.setattr(validation, "predict_targets", predict_in(None))
+    scores = validation.validate(trained.model, cases, case, all_tasks, device)
+    assert set(seen) == {inference_batch_size(device)}  # what `tsfnet predict` uses on the CPU
+    monkeypatch.setattr(validation, "predict_targets", predict_in(16))
+    assert validation.validate(trained.model, cases, case, all_tasks, device) == pytest.approx(scores, abs=1e-5)

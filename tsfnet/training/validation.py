@@ -8,6 +8,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from tsfnet.devices import inference_batch_size
 from tsfnet.evaluation.metrics import brats_dice, psnr, ssim
 from tsfnet.inference.engine import predict_targets
 from tsfnet.model import Network
@@ -63,7 +64,7 @@ def validate(
             images,
             device=device,
             context=context,
-            batch_size=16,
+            batch_size=inference_batch_size(device),  # as predict (benchmarks/results/validation_batch_2026-11-27.md)
             patch_size=patch_size,
             slices=slices,
             precision=precision,
