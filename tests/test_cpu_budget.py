@@ -117,6 +117,25 @@ def test_brain_slice_probability_decides_how_often_a_slice_outside_the_brain_is_
         assert outside == pytest.approx(1 - len(brain) / shape[2], abs=0.1)
 
 
+def test_a_run_limited_to_some_slices_returns_those_slices_in_their_order():
+    import torch
+
+    from tests.test_model import plans
+    from tsfnet.inference.engine import predict_targets
+    from tsfnet.model import FusionModel
+
+    torch.manual_seed(0)
+    model = FusionModel(plans(), "tsf").eval()
+    volume = {c: np.random.default_rng(c).uniform(-1, 1, (16, 24, 7)).astype(np.float32) for c in (0, 1)}
+    whole = predict_targets(model, volume, (0, 1), [2, 3], torch.device("cpu"))
+    chosen = [5, 1, 2]
+    some = predict_targets(model, volume, (0, 1), [2, 3], torch.device("cpu"), batch_size=2, slices=chosen)
+    for target in (2, 3):
+        assert some[target].output.shape == (1, 16, 24, 3)  # no whole volume for three slices
+        assert np.allclose(some[target].synthesis, whole[target].synthesis[..., chosen], atol=1e-5)
+        assert np.allclose(some[target].tsem, whole[target].tsem[..., chosen], atol=1e-5)
+
+
 def test_sliding_window_slices_blend_windows_that_each_match_the_model_on_their_crop():
     import torch
 

@@ -191,3 +191,20 @@ def test_segmentation_head_outputs_label_logits():
     model = FusionModel(plans(), "tsf", head="segmentation")
     out = model(torch.randn(2, N, 1, 16, 16), torch.ones(2, N), torch.zeros(2, dtype=torch.long))
     assert out.output.shape == (2, 4, 16, 16)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_upsample_runs_in_fp32_without_gradients_and_rounds_to_the_bf16_kernels_values(dims):
+    from tsfnet.nets.blocks import Upsample
+
+    upsample = Upsample(dims, 2)
+    x = torch.randn(2, 3, *(5,) * dims).to(torch.bfloat16)
+    mode = "bilinear" if dims == 2 else "trilinear"
+    bf16_kernel = F.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
+    with torch.no_grad():
+        inference = upsample(x)
+    assert inference.dtype == torch.float32  # the padding after it wants fp32 under autocast
+    assert torch.equal(inference.to(torch.bfloat16), bf16_kernel)
+    training = upsample(x.requires_grad_())
+    assert training.dtype == torch.bfloat16  # gradients keep the input's dtype
+    assert torch.equal(training, bf16_kernel)

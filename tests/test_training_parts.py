@@ -130,6 +130,19 @@ def test_batches_hold_the_sampled_task(store):
     assert batch.brain_mask.any()
 
 
+def test_the_store_maps_each_array_once_and_workers_map_their_own(store):
+    import pickle
+
+    _plans, cases = make_store(store)
+    case = cases.case_ids[0]
+    image = cases.image(case, 0)
+    assert cases.image(case, 0) is image  # mapped once, not per sample
+    assert cases.array(case, "no_such_array") is None
+    copy = pickle.loads(pickle.dumps(cases))  # as a worker process receives it
+    assert copy._opened == {}  # a pickled memmap would copy the whole volume
+    assert np.array_equal(copy.image(case, 0), image)
+
+
 def test_three_d_patches(store):
     _plans, cases = make_store(store)
     loader = TaskBatchLoader(cases, [16, 16, 16], 2, sampling="one_to_one", seed=0)

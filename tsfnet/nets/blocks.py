@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tsfnet.nets.hyper import HyperConv
@@ -19,6 +20,22 @@ def instance_norm(dims: int, channels: int, affine: bool = True) -> nn.Module:
 def activation(negative_slope: float = 0.0) -> nn.Module:
     """ReLU, or LeakyReLU when `negative_slope` is not 0 (the Seq2Seq authors use 0.2)."""
     return nn.LeakyReLU(negative_slope, inplace=True) if negative_slope else nn.ReLU(inplace=True)
+
+
+class Upsample(nn.Module):
+    """Bilinear (trilinear) upsampling by `scale`. On the CPU without gradients (validation,
+    inference) it runs in fp32: PyTorch's bf16 kernel there is about twice as slow and rounds to
+    the same values, and the reflect padding that follows wants fp32 anyway. Training keeps the
+    input's dtype, so its bf16 gradients and the seeded results stay as they were."""
+
+    def __init__(self, dims: int, scale: int) -> None:
+        super().__init__()
+        self.scale, self.mode = scale, "bilinear" if dims == 2 else "trilinear"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not torch.is_grad_enabled():
+            x = x.float()
+        return F.interpolate(x, scale_factor=self.scale, mode=self.mode, align_corners=False)
 
 
 class ConvNormAct(nn.Sequential):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tsfnet.nets.blocks import ConvNormAct, HyperConvNormAct, HyperResidualBlock, ResidualBlock, gated_layers
+from tsfnet.nets.blocks import ConvNormAct, HyperConvNormAct, HyperResidualBlock, ResidualBlock, Upsample, gated_layers
 from tsfnet.nets.hyper import HyperConv
 
 
@@ -61,12 +61,7 @@ class HyperDecoder(nn.Module):
         self.upsample = nn.ModuleList()
         self.up_convs = nn.ModuleList()
         for level in range(len(widths) - 1, 0, -1):
-            mode = "bilinear" if dims == 2 else "trilinear"
-            self.upsample.append(
-                nn.Upsample(scale_factor=strides[level], mode=mode, align_corners=False)
-                if strides[level] > 1
-                else nn.Identity()
-            )
+            self.upsample.append(Upsample(dims, strides[level]) if strides[level] > 1 else nn.Identity())
             self.up_convs.append(
                 HyperConvNormAct(dims, widths[level], widths[level - 1], kernels[level], cond_dim, basis, **options)
             )

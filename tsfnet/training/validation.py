@@ -69,11 +69,11 @@ def validate(
             slices=slices,
             precision=precision,
         )
-        index = np.s_[:, :, slices] if slices is not None else np.s_[...]
+        index = np.s_[:, :, slices] if slices is not None else np.s_[...]  # predictions hold just these
         if segmentation:
             if label is not None:
                 logits = run(tuple(available), [0])
-                dice = brats_dice(logits[0].output.argmax(0)[index], label[index], labels)
+                dice = brats_dice(logits[0].output.argmax(0), label[index], labels)
                 scores.setdefault("dice", []).append(float(np.mean(list(dice.values()))))
             continue
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -83,7 +83,7 @@ def validate(
         for sources, targets in groups.items():
             predictions = run(sources, targets)
             for target, prediction in predictions.items():
-                synthesis, reference = prediction.synthesis[index], images[target][index]
+                synthesis, reference = prediction.synthesis, images[target][index]
                 scores.setdefault("psnr", []).append(psnr(synthesis, reference, region))
                 scores.setdefault("ssim", []).append(ssim(synthesis, reference, region))
     model.train()
