@@ -92,6 +92,37 @@ def test_three_d_patches(fusion):
     assert out.output.shape == (2, 1, 16, 16, 16)
 
 
+@pytest.mark.parametrize("fusion", ["mmgan", "hinet"])
+def test_a_network_that_synthesises_every_sequence_runs_once_for_all_targets_of_a_source_set(fusion):
+    from tsfnet.inference.engine import predict_targets
+
+    model = build_model(plans(), fusion).eval()
+    generator = model.generator if fusion == "mmgan" else model.decoder
+    calls = []
+    generator.register_forward_hook(lambda _m, _a, output: calls.append(len(output)))
+    images = {c: np.random.default_rng(c).uniform(-1, 1, (SIZE, SIZE, 4)).astype(np.float32) for c in range(4)}
+    together = predict_targets(model, images, (0, 2), [1, 3], torch.device("cpu"), batch_size=4)
+    assert calls == [4]  # one pass over the four slices, for both targets
+    for target in (1, 3):
+        alone = predict_targets(model, images, (0, 2), [target], torch.device("cpu"), batch_size=4)
+        assert np.array_equal(alone[target].synthesis, together[target].synthesis)
+
+
+def test_hinet_runs_only_the_sources_encoders_when_it_knows_them_and_synthesises_the_same():
+    model = build_model(plans(), "hinet").eval()
+    batch = batch_of([[1, 3], [1, 3]], [0, 2])
+    ran = []
+    for i, encoder in enumerate(model.encoders):
+        encoder.register_forward_hook(lambda _m, _a, _o, i=i: ran.append(i))
+    with torch.no_grad():
+        known = model.synthesise(batch.images, batch.source_mask, batch.target, sources=(1, 3))
+        assert ran == [1, 3]
+        every = model.synthesise(batch.images, batch.source_mask, batch.target)  # sources from the mask only
+    assert ran == [1, 3, 0, 1, 2, 3]
+    assert torch.equal(known.output, every.output)
+    assert torch.equal(known.weights, torch.tensor([[0, 0.5, 0, 0.5]] * 2))
+
+
 def test_baselines_refuse_other_heads():
     from tsfnet.errors import TsfnetError
 

@@ -98,6 +98,16 @@ def test_plans_reject_a_share_outside_zero_to_one(store, key):
         validate_plans(plans)
 
 
+@pytest.mark.parametrize("count", [0, 2.5, True])
+def test_plans_reject_a_validation_slice_count_that_is_not_a_positive_whole_number(store, count):
+    from tsfnet.planning.plans import validate_plans
+
+    plans = load_plans(store / "plans.json")
+    plans["training"]["val_slices"] = count
+    with pytest.raises(InputError, match=r"'training\.val_slices' must be a whole number of at least 1"):
+        validate_plans(plans)
+
+
 @pytest.mark.parametrize("probability", [1.0, 0.0])
 def test_brain_slice_probability_decides_how_often_a_slice_outside_the_brain_is_drawn(store, tmp_path, probability):
     copy = patch_store(store, tmp_path)

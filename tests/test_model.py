@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import pytest
 import torch
@@ -194,17 +195,24 @@ def test_segmentation_head_outputs_label_logits():
 
 
 @pytest.mark.parametrize("dims", [2, 3])
-def test_upsample_runs_in_fp32_without_gradients_and_rounds_to_the_bf16_kernels_values(dims):
-    from tsfnet.nets.blocks import Upsample
+@pytest.mark.parametrize("resampling", ["scale", "size"])
+def test_resampling_runs_in_fp32_without_gradients_and_rounds_to_the_bf16_kernels_values(dims, resampling):
+    from tsfnet.nets.blocks import Upsample, resize
 
-    upsample = Upsample(dims, 2)
     x = torch.randn(2, 3, *(5,) * dims).to(torch.bfloat16)
+    size = (11,) * dims  # not a multiple: the odd sizes Hi-Net's and tsf-ms' decoders meet
+    layer = Upsample(2) if resampling == "scale" else partial(resize, size=size)
     mode = "bilinear" if dims == 2 else "trilinear"
-    bf16_kernel = F.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
+    amount = {"scale_factor": 2} if resampling == "scale" else {"size": size}
+    bf16_kernel = F.interpolate(x, **amount, mode=mode, align_corners=False)
     with torch.no_grad():
-        inference = upsample(x)
+        inference = layer(x)
     assert inference.dtype == torch.float32  # the padding after it wants fp32 under autocast
-    assert torch.equal(inference.to(torch.bfloat16), bf16_kernel)
-    training = upsample(x.requires_grad_())
+    assert torch.equal(inference, F.interpolate(x.float(), **amount, mode=mode, align_corners=False))
+    if dims == 3 and resampling == "size":  # the bf16 trilinear kernel rounds in between: a bf16 step apart
+        assert (inference - bf16_kernel.float()).abs().max() <= x.float().abs().max() * 2**-7
+    else:
+        assert torch.equal(inference.to(torch.bfloat16), bf16_kernel)
+    training = layer(x.requires_grad_())
     assert training.dtype == torch.bfloat16  # gradients keep the input's dtype
     assert torch.equal(training, bf16_kernel)

@@ -83,6 +83,35 @@ def test_the_runner_draws_tasks_with_the_planned_sampler(store, tmp_path, monkey
     assert used == ["one_to_one", "source_count"]  # pretrain keeps its stage's own
 
 
+def test_the_runner_validates_on_the_planned_number_of_slices_spread_over_the_brain(store, tmp_path, monkeypatch):
+    import shutil
+
+    import tsfnet.training.validation as validation
+    from tsfnet.planning.plans import save_plans
+    from tsfnet.training import runner
+
+    copy = Path(shutil.copytree(store, tmp_path / "store", ignore=shutil.ignore_patterns("unpacked")))
+    plans = load_plans(copy / "plans.json")
+    assert plans["training"]["val_slices"] == 16  # what new plans hold
+    plans["training"]["val_slices"] = 3
+    save_plans(plans, copy / "plans.json")
+    chosen: list[tuple[np.ndarray, list[int]]] = []
+    choose = validation.evaluation_slices
+
+    def recording(mask, limit):
+        chosen.append((mask, choose(mask, limit)))
+        return chosen[-1][1]
+
+    monkeypatch.setattr(validation, "evaluation_slices", recording)
+    runner.train(runner.TrainOptions(store=copy, output=tmp_path / "out", device="cpu", steps=1, num_workers=0,
+                                     progress=False))  # fmt: skip
+    assert chosen
+    for mask, slices in chosen:
+        brain = np.flatnonzero(mask.any(axis=(0, 1)))
+        assert len(slices) == 3 and slices[0] == brain[0] and slices[-1] == brain[-1]  # the brain's ends
+        assert abs(slices[1] - (brain[0] + brain[-1]) / 2) <= 1  # and its middle
+
+
 def test_poly_schedule_decays_over_its_horizon_down_to_its_floor():
     from tsfnet.training.schedules import rate_factor
 

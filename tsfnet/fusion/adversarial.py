@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from tsfnet.batch import Batch
-from tsfnet.fusion.base import Network, expand_mask
+from tsfnet.fusion.base import ModelOutput, Network, expand_mask, per_sample
 from tsfnet.planning.plans import Plans, as_plans
 
 
@@ -42,11 +42,14 @@ class AdversarialNetwork(Network):
         self.context = configuration.context_slices
         self.patch_size = configuration.patch_size
 
+    def zero_fill(self, images: torch.Tensor, source_mask: torch.Tensor) -> torch.Tensor:
+        """Missing inputs are zero-filled (MM-GAN's imputation; images live in [-1, 1])."""
+        return images * expand_mask(source_mask.to(images.dtype), images)
+
     def encode(
         self, images: torch.Tensor, source_mask: torch.Tensor, sources: tuple[int, ...] | None = None
     ) -> torch.Tensor:
-        """Missing inputs are zero-filled (MM-GAN's imputation; images live in [-1, 1])."""
-        return images * expand_mask(source_mask.to(images.dtype), images)
+        return self.zero_fill(images, source_mask)
 
     def centre(self, images: torch.Tensor) -> torch.Tensor:
         """(B, N, Cin, *S) -> (B, N, *S): the slice being synthesised (2.5D inputs have context)."""
@@ -69,3 +72,29 @@ class AdversarialNetwork(Network):
     def discriminate(self, images: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
         """Score maps; `groups` picks per-sample discriminators where there are several."""
         return self.discriminator(images)
+
+
+class EverySequenceNetwork(AdversarialNetwork):
+    """A network that synthesises every sequence at once whatever the target (MM-GAN, Hi-Net).
+    `encode` runs it and `decode` picks the target's channel, so inference runs it once for
+    all the targets of a source set, not once per target."""
+
+    def synthesise_every(
+        self, zero_filled: torch.Tensor, source_mask: torch.Tensor, sources: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
+        """(B, N, Cin, *S) zero-filled inputs -> (B, N, *S), every sequence synthesised."""
+        raise NotImplementedError
+
+    def source_weights(self, source_mask: torch.Tensor) -> torch.Tensor | None:
+        """What `decode` reports as ω: nothing, unless the network weighs its sources."""
+        return None
+
+    def encode(
+        self, images: torch.Tensor, source_mask: torch.Tensor, sources: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
+        return self.synthesise_every(self.zero_fill(images, source_mask), source_mask, sources)
+
+    def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
+        target = per_sample(target, len(features))
+        chosen = features[torch.arange(len(target), device=target.device), target].unsqueeze(1)
+        return ModelOutput(chosen, weights=self.source_weights(source_mask))

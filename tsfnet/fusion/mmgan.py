@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from tsfnet.batch import Batch
-from tsfnet.fusion.adversarial import AdversarialNetwork, AdversarialTerms
-from tsfnet.fusion.base import ModelOutput, expand_mask, per_sample
+from tsfnet.fusion.adversarial import AdversarialTerms, EverySequenceNetwork
+from tsfnet.fusion.base import expand_mask
 from tsfnet.nets.gan import PatchGAN, UNet
 from tsfnet.planning.plans import Plans
 from tsfnet.registry import register
@@ -31,7 +31,7 @@ def present(batch: Batch) -> torch.Tensor:
 
 
 @register("fusion", "mmgan")
-class MMGAN(AdversarialNetwork):
+class MMGAN(EverySequenceNetwork):
     stages = ("mmgan",)
 
     def __init__(
@@ -54,14 +54,10 @@ class MMGAN(AdversarialNetwork):
         )
         self.gan_weight, self.l1_weight, self.curriculum = gan_weight, l1_weight, curriculum
 
-    def impute_all(self, features: torch.Tensor) -> torch.Tensor:
-        """Zero-imputed (B, N, Cin, *S) -> every sequence (B, N, *S)."""
-        return self.generator(features.flatten(1, 2))
-
-    def decode(self, features: torch.Tensor, source_mask: torch.Tensor, target: torch.Tensor) -> ModelOutput:
-        every = self.impute_all(features)
-        target = per_sample(target, len(every))
-        return ModelOutput(every[torch.arange(len(target), device=target.device), target].unsqueeze(1))
+    def synthesise_every(
+        self, zero_filled: torch.Tensor, source_mask: torch.Tensor, sources: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
+        return self.generator(zero_filled.flatten(1, 2))
 
     def scenario(self, batch: Batch, progress: float) -> torch.Tensor:
         """The curriculum: early on, keep more of the case's sequences as inputs so at
@@ -83,7 +79,7 @@ class MMGAN(AdversarialNetwork):
     def generate(self, batch: Batch, progress: float) -> AdversarialTerms:
         mask = self.scenario(batch, progress)
         real = self.centre(batch.images)
-        fake = self.impute_all(self.encode(batch.images, mask))
+        fake = self.encode(batch.images, mask)
         available = present(batch)
         imputed = available * (1 - mask)  # channels synthesised that have a real counterpart
         spatial = expand_mask(imputed, real)

@@ -35,7 +35,7 @@ from torch import nn
 from tsfnet.fusion.base import ModelOutput, gather_sources, weighted_sum
 from tsfnet.fusion.tsf import TaskSpecificFusion, TaskWeighting
 from tsfnet.model import FusionModel, Seq2SeqCore
-from tsfnet.nets.blocks import HyperConvNormAct
+from tsfnet.nets.blocks import HyperConvNormAct, resize
 from tsfnet.nets.seq2seq import Encoder, HyperDecoder, block_options
 from tsfnet.planning.plans import Plans, as_plans
 from tsfnet.registry import register
@@ -73,7 +73,6 @@ class SkipDecoder(HyperDecoder):
     def __init__(self, network: dict, cond_dim: int, dims: int = 2) -> None:
         super().__init__(network, cond_dim, 1, dims)
         widths, basis = network["encoder_widths"], network["hyper_basis"]
-        self.mode = "bilinear" if dims == 2 else "trilinear"
         self.merges = nn.ModuleList(
             HyperConvNormAct(
                 dims, 2 * widths[level - 1], widths[level - 1], 3, cond_dim, basis, **block_options(network)
@@ -89,7 +88,7 @@ class SkipDecoder(HyperDecoder):
         for upsample, layer, merge, skip in zip(self.upsample, self.up_convs, self.merges, skips, strict=True):
             x = layer(upsample(x), cond)
             if x.shape[2:] != skip.shape[2:]:  # odd sizes: E rounded up
-                x = F.interpolate(x, size=skip.shape[2:], mode=self.mode, align_corners=False)
+                x = resize(x, size=skip.shape[2:])
             x = merge(torch.cat([x, skip], dim=1), cond)
         return torch.tanh(self.output(x, cond))
 

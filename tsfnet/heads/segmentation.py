@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tsfnet.nets.blocks import ConvNormAct, conv
+from tsfnet.nets.blocks import ConvNormAct, Upsample, conv
 from tsfnet.registry import register
 
 
@@ -20,8 +20,7 @@ class SegmentationHead(nn.Module):
         layers: list[nn.Module] = []
         for level in range(len(widths) - 1, 0, -1):
             if strides[level] > 1:
-                mode = "bilinear" if dims == 2 else "trilinear"
-                layers.append(nn.Upsample(scale_factor=strides[level], mode=mode, align_corners=False))
+                layers.append(Upsample(strides[level]))
             layers.append(ConvNormAct(dims, widths[level], widths[level - 1], 3))
         layers.append(conv(dims, widths[0], max(2, n_labels), 1))
         self.layers = nn.Sequential(*layers)

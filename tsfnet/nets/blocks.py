@@ -22,20 +22,30 @@ def activation(negative_slope: float = 0.0) -> nn.Module:
     return nn.LeakyReLU(negative_slope, inplace=True) if negative_slope else nn.ReLU(inplace=True)
 
 
-class Upsample(nn.Module):
-    """Bilinear (trilinear) upsampling by `scale`. On the CPU without gradients (validation,
-    inference) it runs in fp32: PyTorch's bf16 kernel there is about twice as slow and rounds to
-    the same values, and the reflect padding that follows wants fp32 anyway. Training keeps the
-    input's dtype, so its bf16 gradients and the seeded results stay as they were."""
+def interpolation_mode(x: torch.Tensor) -> str:
+    return "bilinear" if x.dim() == 4 else "trilinear"
 
-    def __init__(self, dims: int, scale: int) -> None:
+
+def resize(x: torch.Tensor, size: tuple[int, ...] | None = None, scale: int | None = None) -> torch.Tensor:
+    """Bilinear (trilinear) resampling to `size` or by `scale`. On the CPU without gradients
+    (validation, inference) it runs in fp32: PyTorch's bf16 kernel there is about twice as slow
+    and rounds to the same values (trilinear to an odd size: within one bf16 step, that kernel
+    rounding in between), and the reflect padding that follows wants fp32 anyway. Training
+    keeps the input's dtype, so its bf16 gradients and the seeded results stay as they were."""
+    if x.device.type == "cpu" and not torch.is_grad_enabled():
+        x = x.float()
+    return F.interpolate(x, size=size, scale_factor=scale, mode=interpolation_mode(x), align_corners=False)
+
+
+class Upsample(nn.Module):
+    """`resize` by a fixed `scale`, as a layer."""
+
+    def __init__(self, scale: int) -> None:
         super().__init__()
-        self.scale, self.mode = scale, "bilinear" if dims == 2 else "trilinear"
+        self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and not torch.is_grad_enabled():
-            x = x.float()
-        return F.interpolate(x, scale_factor=self.scale, mode=self.mode, align_corners=False)
+        return resize(x, scale=self.scale)
 
 
 class ConvNormAct(nn.Sequential):

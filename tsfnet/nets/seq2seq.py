@@ -61,7 +61,7 @@ class HyperDecoder(nn.Module):
         self.upsample = nn.ModuleList()
         self.up_convs = nn.ModuleList()
         for level in range(len(widths) - 1, 0, -1):
-            self.upsample.append(Upsample(dims, strides[level]) if strides[level] > 1 else nn.Identity())
+            self.upsample.append(Upsample(strides[level]) if strides[level] > 1 else nn.Identity())
             self.up_convs.append(
                 HyperConvNormAct(dims, widths[level], widths[level - 1], kernels[level], cond_dim, basis, **options)
             )

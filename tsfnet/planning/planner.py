@@ -8,7 +8,7 @@ import numpy as np
 
 from tsfnet.errors import TsfnetError
 from tsfnet.planning.memory import estimate_gb
-from tsfnet.planning.plans import SCHEMA_VERSION, total_stride, validate_plans
+from tsfnet.planning.plans import SCHEMA_VERSION, VAL_SLICES, total_stride, validate_plans
 from tsfnet.registry import register, registry
 
 MAX_BATCH = 64
@@ -94,6 +94,7 @@ def default_training() -> dict:
     training = {
         "seed": 0,
         "val_every": 250,
+        "val_slices": VAL_SLICES,
         "num_workers": 2,
         "augment": True,
         # A task per sample: at equal steps it synthesises 0.3-0.7 dB better than one task per

@@ -30,6 +30,7 @@ NUMBER = (int, float)
 # 2D training draws a slice inside the brain this often, else any slice (plans without
 # training.brain_slice_probability); the authors skip slices outside the brain (1.0).
 BRAIN_SLICE_PROBABILITY = 0.9
+VAL_SLICES = 16  # axial slices scored per validation case (2D)
 
 # Expected type of every required key; nested dicts are validated recursively.
 SCHEMA: dict[str, Any] = {
@@ -139,6 +140,9 @@ def validate_plans(plans: Any, path: Path = Path("plans.json")) -> dict:
         share = plans["training"].get(key, 0.0)
         if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 <= share <= 1:
             raise InputError(path, f"'training.{key}' must be a number from 0 to 1, got {share!r}")
+    val_slices = plans["training"].get("val_slices", VAL_SLICES)
+    if not isinstance(val_slices, int) or isinstance(val_slices, bool) or val_slices < 1:
+        raise InputError(path, f"'training.val_slices' must be a whole number of at least 1, got {val_slices!r}")
     stride = total_stride(plans)
     for name, config in plans["configurations"].items():
         if any(v % stride for v in config["patch_size"]):
@@ -286,6 +290,7 @@ class TrainingSettings:
     task_sampling: str
     lesion_oversampling: float
     brain_slice_probability: float  # of drawing a slice inside the brain (else any slice; 2D)
+    val_slices: int  # axial slices validation scores per case, spread over the brain (2D)
     rec_weight: float
     perceptual_weight: float
     perceptual: str  # the VGG19 loss variant (tsfnet.training.losses.PERCEPTUAL_VARIANTS)
@@ -381,6 +386,7 @@ class Plans:
             task_sampling=training.get("task_sampling", "per_sample"),  # plans older than the option
             lesion_oversampling=float(training.get("lesion_oversampling", 0.0)),  # likewise
             brain_slice_probability=float(training.get("brain_slice_probability", BRAIN_SLICE_PROBABILITY)),
+            val_slices=int(training.get("val_slices", VAL_SLICES)),
             rec_weight=float(loss["rec_weight"]),
             perceptual_weight=float(loss["perceptual_weight"]),
             perceptual=loss.get("perceptual", "pix2pixhd"),

@@ -433,6 +433,7 @@ class Runner:
                 segmentation=stage.needs_labels,
                 labels=self.plans.labels,
                 precision=self.precision,
+                slices_per_case=self.training.val_slices,
             )
             scores = {f"val_{k}": v for k, v in metrics.items()}
             self.log_event({"stage": stage.name, "step": step, "train_s": round(training_s, 2), **scores})

@@ -12,12 +12,11 @@ from tsfnet.devices import inference_batch_size
 from tsfnet.evaluation.metrics import brats_dice, psnr, ssim
 from tsfnet.inference.engine import predict_targets
 from tsfnet.model import Network
+from tsfnet.planning.plans import VAL_SLICES
 from tsfnet.training.data import CaseStore
 
-MAX_SLICES = 16
 
-
-def evaluation_slices(mask: np.ndarray, limit: int = MAX_SLICES) -> list[int]:
+def evaluation_slices(mask: np.ndarray, limit: int = VAL_SLICES) -> list[int]:
     brain = np.flatnonzero(mask.any(axis=(0, 1)))
     if len(brain) <= limit:
         return brain.tolist()
@@ -42,9 +41,10 @@ def validate(
     segmentation: bool = False,
     labels: dict[str, int] | None = None,
     precision: str = "fp32",
+    slices_per_case: int = VAL_SLICES,
 ) -> dict[str, float]:
     """Masked PSNR/SSIM over `tasks(available)` (synthesis; a stage's `validation_tasks`) or mean
-    BraTS Dice (segmentation)."""
+    BraTS Dice (segmentation); a 2D model on `slices_per_case` axial slices spread over the brain."""
     model.eval()
     scores: dict[str, list[float]] = {}
     for case_id in case_ids:
@@ -57,7 +57,7 @@ def validate(
             window = evaluation_window(mask, patch_size)
             images, mask = {c: v[window] for c, v in images.items()}, mask[window]
             label = None if label is None else label[window]
-        slices = evaluation_slices(mask) if model.dims == 2 else None
+        slices = evaluation_slices(mask, slices_per_case) if model.dims == 2 else None
         run = partial(
             predict_targets,
             model,
