@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from tests.conftest import TINY_NETWORK
 from tsfnet.fusion.tsf import EPSILON, TaskSpecificFusion, TaskWeighting
 from tsfnet.model import FusionModel
+from tsfnet.nets import hyper
 from tsfnet.nets.hyper import HyperConv, HyperLinear
 from tsfnet.tasks import all_tasks, source_subsets, task_code
 
@@ -96,7 +97,7 @@ def test_hyperconv_gives_each_sample_its_own_kernel():
 
 def test_hyperconv_shared_condition_path_matches_the_grouped_one_forward_and_backward():
     torch.manual_seed(0)
-    layer = HyperConv(2, 3, 3, cond_dim=4)
+    layer = HyperConv(2, 5, 3, cond_dim=4)  # more outputs than BASIS_FORM_MAX_OUT: grouped
     x = torch.randn(3, 2, 6, 6)
     cond = torch.randn(1, 4)
     shared = layer(x, cond)  # one row for the batch: one kernel, plain convolution
@@ -108,6 +109,35 @@ def test_hyperconv_shared_condition_path_matches_the_grouped_one_forward_and_bac
     assert torch.allclose(shared, per_sample, atol=1e-5)
     for shared_grad, parameter in zip(shared_grads, layer.parameters(), strict=True):
         assert torch.allclose(shared_grad, parameter.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("dims", "out_channels", "stride", "bias"), [(2, 1, 1, True), (2, 3, 2, False), (3, 1, 1, True)]
+)
+def test_hyperconv_basis_form_matches_the_grouped_convolution_forward_and_backward(
+    monkeypatch, dims, out_channels, stride, bias
+):
+    """A CPU layer with few outputs convolves with its basis; the result and every gradient
+    must be the grouped per-sample convolution's."""
+    torch.manual_seed(0)
+    layer = HyperConv(4, out_channels, 3, cond_dim=6, dims=dims, stride=stride, bias=bias)
+    x = torch.randn(3, 4, *([8] * dims), requires_grad=True)
+    cond = torch.randn(3, 6)
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        layer.zero_grad()
+        x.grad = None
+        out = layer(x, cond)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return out.detach(), [x.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+
+    basis_out, basis_grads = run()
+    monkeypatch.setattr(hyper, "BASIS_FORM_MAX_OUT", 0)
+    grouped_out, grouped_grads = run()
+    assert basis_out.shape == grouped_out.shape == (3, out_channels, *([8 // stride] * dims))
+    assert torch.allclose(basis_out, grouped_out, atol=1e-5)
+    for basis_grad, grouped_grad in zip(basis_grads, grouped_grads, strict=True):  # fp32 sums in other orders
+        assert torch.allclose(basis_grad, grouped_grad, rtol=1e-4, atol=1e-5 * float(grouped_grad.abs().max()))
 
 
 def test_hyperlinear_matches_its_generated_matrix():

@@ -18,6 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 CONV = {2: F.conv2d, 3: F.conv3d}
+# Up to this many output channels a CPU HyperConv over a batch of tasks convolves with its
+# basis instead of grouping per-sample kernels (see HyperConv._basis_form; at 4 outputs the
+# grouped convolution was the faster again).
+BASIS_FORM_MAX_OUT = 3
 
 
 class WeightGenerator(nn.Module):
@@ -78,6 +82,8 @@ class HyperConv(nn.Module):
             # convolution, up to 3x faster than the grouped one on CPUs (bf16).
             weight, bias = self.kernels(cond)
             return CONV[self.dims](x, weight[0], None if bias is None else bias[0], stride=self.stride)
+        if x.device.type == "cpu" and self.out_channels <= BASIS_FORM_MAX_OUT:
+            return self._basis_form(x, cond)
         weight, bias = self.kernels(cond)
         grouped = x.reshape(1, batch * self.in_channels, *x.shape[2:])
         out = CONV[self.dims](
@@ -88,6 +94,21 @@ class HyperConv(nn.Module):
             groups=batch,
         )
         return out.view(batch, self.out_channels, *out.shape[2:])
+
+    def _basis_form(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The same per-sample convolution by linearity: x convolved with every basis kernel in
+        one dense convolution, then each sample's mix of them. `basis` times the multiply-adds,
+        yet on the CPU a grouped convolution with one or a few outputs per group (the synthesis
+        output layer) is so slow in oneDNN, its backward most of all, that this is 5x faster
+        in fp32 there (a third of a training step; benchmarks/results/hyper_output_layer_2026-11-29.md)."""
+        batch, rank = x.shape[0], self.weight.basis.shape[1]
+        kernels = self.weight.basis.t().reshape(rank * self.out_channels, self.in_channels, *self.kernel_shape)
+        responses = CONV[self.dims](x, kernels, stride=self.stride)
+        responses = responses.view(batch, rank, self.out_channels, *responses.shape[2:])
+        out = torch.einsum("bk,bko...->bo...", self.weight.mapper(cond).to(responses.dtype), responses)
+        if self.bias is None:
+            return out
+        return out + self.bias(cond).view(batch, self.out_channels, *([1] * self.dims)).to(out.dtype)
 
 
 class HyperLinear(nn.Module):
