@@ -11,7 +11,7 @@ predicted as the plans say (whole slices unless `sliding_window`) and evaluated 
 curves), `..._lesion_<target>.png` (every method's synthesis through the tumour, from 1, 2
 and 3 inputs) and `..._weights.png` (ω per target, the paper's Fig. 3).
 
-    python benchmarks/quality.py                     # about 1.5 h on 2 CPU cores (96 min measured at 74d555e)
+    python benchmarks/quality.py                     # about 1.5 h on 2 CPU cores with native bf16 (96 min at 74d555e)
     python benchmarks/quality.py --budget 4          # 4x the steps per method: about 8 h
     python benchmarks/quality.py --work W --resume   # go on after a stop: finished methods are kept
     python benchmarks/quality.py --train 6 --val 1 --test 1 --steps 200 --fusions tsf,mean   # a quick look
@@ -66,7 +66,7 @@ METRICS = (
     ("psnr_lesion", "PSNR lesion"),
     ("ssim_lesion", "SSIM lesion"),
 )
-TRAIN_CASES, STEPS = 12, 2000  # the default run: 96 min on 2 CPU cores (118 at first)
+TRAIN_CASES, STEPS = 12, 2000  # the default run: 96 min on 2 CPU cores with native bf16 (118 at first)
 CURVE_POINTS = 5  # validations per stage: the learning curves
 # Slices scored per validation case (plans' training.val_slices; new plans: 16). Half the
 # planner's: validation scores every task the stage trains, and at 16 it took a fifth of the run.
