@@ -2,7 +2,8 @@
 
 weight = P · φ(s), with a learned basis P (one column per basis vector) and
 φ = Linear(s -> 4b) -> Linear(4b -> b); the bias likewise. Each sample of a batch
-gets its own kernel, applied in one grouped convolution, so one network serves
+gets its own kernel, applied in one grouped convolution (on the CPU, a layer of few
+outputs convolves with the basis instead: see HyperConv._basis_form), so one network serves
 every task without a Python loop over the batch. A condition with one row is shared
 by the whole batch: one kernel and a plain (dense) convolution. The caller knows on
 the host whether its batch shares a task and passes one row then, so no layer has to
@@ -38,8 +39,12 @@ class WeightGenerator(nn.Module):
         nn.init.zeros_(self.mapper[1].bias)
         nn.init.normal_(self.basis, std=std / math.sqrt(basis))
 
+    def coefficients(self, cond: torch.Tensor) -> torch.Tensor:
+        """φ(s): each condition's weights on the basis vectors, (B, basis)."""
+        return self.mapper(cond)
+
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
-        return self.mapper(cond) @ self.basis.t()
+        return self.coefficients(cond) @ self.basis.t()
 
 
 class HyperConv(nn.Module):
@@ -105,7 +110,7 @@ class HyperConv(nn.Module):
         kernels = self.weight.basis.t().reshape(rank * self.out_channels, self.in_channels, *self.kernel_shape)
         responses = CONV[self.dims](x, kernels, stride=self.stride)
         responses = responses.view(batch, rank, self.out_channels, *responses.shape[2:])
-        out = torch.einsum("bk,bko...->bo...", self.weight.mapper(cond).to(responses.dtype), responses)
+        out = torch.einsum("bk,bko...->bo...", self.weight.coefficients(cond).to(responses.dtype), responses)
         if self.bias is None:
             return out
         return out + self.bias(cond).view(batch, self.out_channels, *([1] * self.dims)).to(out.dtype)
