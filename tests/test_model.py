@@ -121,8 +121,11 @@ def test_hyperconv_basis_form_matches_the_grouped_convolution_forward_and_backwa
     must be the grouped per-sample convolution's."""
     torch.manual_seed(0)
     layer = HyperConv(4, out_channels, 3, cond_dim=6, dims=dims, stride=stride, bias=bias)
-    x = torch.randn(3, 4, *([8] * dims), requires_grad=True)
-    cond = torch.randn(3, 6)
+    if bias:  # generated biases start at zero: make them count
+        torch.nn.init.normal_(layer.bias.basis)
+    layer.double()  # in float64 the two summation orders agree to far below any real error
+    x = torch.randn(3, 4, *([8] * dims), dtype=torch.float64, requires_grad=True)
+    cond = torch.randn(3, 6, dtype=torch.float64)
 
     def run() -> tuple[torch.Tensor, list[torch.Tensor]]:
         layer.zero_grad()
@@ -135,9 +138,60 @@ def test_hyperconv_basis_form_matches_the_grouped_convolution_forward_and_backwa
     monkeypatch.setattr(hyper, "BASIS_FORM_MAX_OUT", 0)
     grouped_out, grouped_grads = run()
     assert basis_out.shape == grouped_out.shape == (3, out_channels, *([8 // stride] * dims))
-    assert torch.allclose(basis_out, grouped_out, atol=1e-5)
-    for basis_grad, grouped_grad in zip(basis_grads, grouped_grads, strict=True):  # fp32 sums in other orders
-        assert torch.allclose(basis_grad, grouped_grad, rtol=1e-4, atol=1e-5 * float(grouped_grad.abs().max()))
+    assert torch.allclose(basis_out, grouped_out, atol=1e-10)
+    for basis_grad, grouped_grad in zip(basis_grads, grouped_grads, strict=True):
+        assert torch.allclose(basis_grad, grouped_grad, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("dims, stride, bias", [(2, 1, True), (2, 2, False), (3, 1, True)])
+def test_hyperconv_channelwise_form_matches_the_dense_convolution_in_inference(dims, stride, bias):
+    """A CPU one-output layer with a shared task sums a depthwise convolution in inference;
+    it must equal the dense convolution with the generated kernel, which training still uses."""
+    torch.manual_seed(0)
+    layer = HyperConv(5, 1, 3, cond_dim=6, dims=dims, stride=stride, bias=bias)
+    if bias:  # generated biases start at zero: make them count
+        torch.nn.init.normal_(layer.bias.basis)
+    x, cond = torch.randn(2, 5, *([9] * dims)), torch.randn(1, 6)
+    weight, generated_bias = layer.kernels(cond)
+    padded = F.pad(x, (1,) * (2 * dims), mode="reflect")
+    conv = F.conv2d if dims == 2 else F.conv3d
+    expected = conv(padded, weight[0], None if generated_bias is None else generated_bias[0], stride=stride)
+    with torch.inference_mode():
+        inferred = layer(x, cond)
+    assert inferred.shape == expected.shape == (2, 1, *([-(-9 // stride)] * dims))
+    assert torch.allclose(inferred, expected.detach(), atol=1e-5)
+    assert torch.equal(layer(x, cond), expected)  # with gradients: the dense convolution itself
+
+
+@pytest.mark.parametrize("dims, affine", [(2, True), (3, True), (2, False)])
+def test_instance_norm_on_the_cpu_equals_torchs_forward_and_backward(dims, affine):
+    """tsfnet's instance norm runs PyTorch's group-norm kernel on the CPU (one group per
+    channel); output and gradients must be the instance norm's."""
+    from tsfnet.nets.blocks import instance_norm
+
+    torch.manual_seed(0)
+    ours, reference = instance_norm(dims, 6, affine), torch.nn.modules.instancenorm._InstanceNorm
+    torchs = (torch.nn.InstanceNorm2d if dims == 2 else torch.nn.InstanceNorm3d)(6, affine=affine)
+    if affine:
+        with torch.no_grad():
+            for layer in (ours, torchs):
+                layer.weight.copy_(torch.linspace(0.5, 2.0, 6))
+                layer.bias.copy_(torch.linspace(-1.0, 1.0, 6))
+    assert isinstance(ours, reference) and ours.state_dict().keys() == torchs.state_dict().keys()
+    x = (3.0 * torch.randn(4, 6, *([7] * dims)) + 2.0).requires_grad_()
+    upstream = torch.randn(x.shape)
+    results = []
+    for layer in (ours, torchs):
+        x.grad = None
+        out = layer(x)
+        out.backward(upstream)
+        results.append((out.detach(), x.grad.clone(), [p.grad.clone() for p in layer.parameters()]))
+        layer.zero_grad()
+    (out, grad, params), (expected_out, expected_grad, expected_params) = results
+    assert torch.allclose(out, expected_out, atol=1e-5)
+    assert torch.allclose(grad, expected_grad, atol=1e-5)
+    for got, want in zip(params, expected_params, strict=True):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_hyperlinear_matches_its_generated_matrix():

@@ -5,9 +5,10 @@ weight = P · φ(s), with a learned basis P (one column per basis vector) and
 gets its own kernel, applied in one grouped convolution (on the CPU, a layer of few
 outputs convolves with the basis instead: see HyperConv._basis_form), so one network serves
 every task without a Python loop over the batch. A condition with one row is shared
-by the whole batch: one kernel and a plain (dense) convolution. The caller knows on
-the host whether its batch shares a task and passes one row then, so no layer has to
-compare conditions on the device (a host sync and a torch.compile graph break).
+by the whole batch: one kernel and a plain (dense) convolution (on the CPU in inference, a
+one-output layer sums a depthwise convolution instead: HyperConv._channelwise_form). The
+caller knows on the host whether its batch shares a task and passes one row then, so no
+layer has to compare conditions on the device (a host sync and a torch.compile graph break).
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class HyperConv(nn.Module):
             # One task for the whole batch (always so in inference): one kernel and a plain
             # convolution, up to 3x faster than the grouped one on CPUs (bf16).
             weight, bias = self.kernels(cond)
+            if x.device.type == "cpu" and self.out_channels == 1 and not torch.is_grad_enabled():
+                return self._channelwise_form(x, weight[0], None if bias is None else bias[0])
             return CONV[self.dims](x, weight[0], None if bias is None else bias[0], stride=self.stride)
         if x.device.type == "cpu" and self.out_channels <= BASIS_FORM_MAX_OUT:
             return self._basis_form(x, cond)
@@ -99,6 +102,17 @@ class HyperConv(nn.Module):
             groups=batch,
         )
         return out.view(batch, self.out_channels, *out.shape[2:])
+
+    def _channelwise_form(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """A one-output convolution as each input channel convolved with its own kernel
+        (depthwise), summed over the channels: the same sum of products in another order. In
+        oneDNN a dense convolution with one output costs as much as one with 16, and the
+        synthesis output layer is one (15 % of CPU inference); this form is 4x faster forward
+        in fp32 and 5x under bf16, but slower backward, so it serves inference only
+        (benchmarks/results/cpu_inference_2026-11-29.md)."""
+        depthwise = weight.reshape(self.in_channels, 1, *self.kernel_shape)
+        out = CONV[self.dims](x, depthwise, stride=self.stride, groups=self.in_channels).sum(1, keepdim=True)
+        return out if bias is None else out + bias.view(1, 1, *([1] * self.dims)).to(out.dtype)
 
     def _basis_form(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The same per-sample convolution by linearity: x convolved with every basis kernel in
