@@ -13,6 +13,7 @@ from tsfnet.data.dataset import RawDataset, load_case
 from tsfnet.data.phantom import (
     BRATS_SHAPE,
     LABELS,
+    SEQUENCES,
     _nilearn_data_dir,
     fit_to_shape,
     generate_case,
@@ -102,6 +103,30 @@ def test_written_dataset_is_a_valid_raw_dataset(tmp_path):
     assert [len(c.available) for c in test_cases] == [4]  # test cases stay complete
     volumes = load_case(dataset.cases[0], with_label=True)
     assert volumes.label is not None and volumes.label.shape == volumes.geometry.shape
+
+
+def test_writing_on_a_thread_keeps_every_case_its_seed_draws(tmp_path):
+    """Cases are written while the next is drawn; the files must hold exactly the cases that
+    one generator draws in order (each case, then its 4 keep-draws)."""
+    root = write_dataset(tmp_path, n_cases=2, downsample=6, seed=3)
+    rng = np.random.default_rng(3)
+    for index in range(2):
+        expected = generate_case(rng, downsample=6)
+        rng.uniform(size=4)
+        case = load_case(RawDataset.load(root).cases[index], with_label=True)
+        assert all(np.array_equal(case.images[c], expected.images[s]) for c, s in enumerate(SEQUENCES))
+        assert np.array_equal(case.label, expected.label)
+
+
+def test_a_failed_phantom_write_is_raised(tmp_path, monkeypatch):
+    from tsfnet.data import volume_io
+
+    def refuse(path, *args, **kwargs):
+        raise OSError(f"{path}: disk full")
+
+    monkeypatch.setattr(volume_io, "write_volume", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        write_dataset(tmp_path, n_cases=1, downsample=6)
 
 
 def test_the_template_is_read_without_importing_nilearn():

@@ -45,8 +45,11 @@ def heat_overlay(volume: np.ndarray, inside: np.ndarray, index: int | None, labe
 
 
 def centre_slice(region: np.ndarray) -> int | None:
-    """The axial slice through the region's centre of mass (None for an empty region)."""
-    return int(np.argwhere(region)[:, 2].mean().round()) if region.any() else None
+    """The axial slice through the region's centre of mass (None for an empty region), from
+    the per-slice voxel counts (listing every voxel's index took half a second at 1 mm)."""
+    counts = np.count_nonzero(region, axis=(0, 1))
+    total = int(counts.sum())
+    return int(np.round(int(counts @ np.arange(len(counts))) / total)) if total else None
 
 
 def hottest_slice(volume: np.ndarray, inside: np.ndarray) -> int | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -236,24 +237,36 @@ def write_dataset(
 
     root = Path(out_dir) / name
     rng = np.random.default_rng(seed)
-    for index in track(range(n_cases + n_test), "generating phantom cases", enabled=progress):
-        test = index >= n_cases
-        images_dir, labels_dir = (
-            root / ("imagesTs" if test else "imagesTr"),
-            root / ("labelsTs" if test else "labelsTr"),
-        )
-        case = generate_case(rng, downsample)
-        if shape is not None:
-            case = fit_to_shape(case, shape)
-        geometry = Geometry(tuple(case.label.shape), case.affine)
-        case_id = f"PH_{index:04d}"
-        keep = rng.uniform(size=len(SEQUENCES)) >= (0.0 if test else missing_rate)
-        if not keep.any():
-            keep[rng.integers(len(SEQUENCES))] = True
-        for channel, sequence in enumerate(SEQUENCES):
-            if keep[channel]:
-                write_volume(images_dir / f"{case_id}_{channel:04d}.nii.gz", case.images[sequence], geometry, True)
-        write_volume(labels_dir / f"{case_id}.nii.gz", case.label, geometry, True, dtype=np.uint8)
+    # A case is compressed and written on a thread while the next one is drawn (zlib releases
+    # the GIL: a quarter of the 1 mm demo's generation time); the draws stay in this thread,
+    # in the same order, so a seed still fixes every case.
+    with ThreadPoolExecutor(1, "tsfnet-phantom-write") as writer:
+        writing: list[Future] = []
+        for index in track(range(n_cases + n_test), "generating phantom cases", enabled=progress):
+            test = index >= n_cases
+            images_dir, labels_dir = (
+                root / ("imagesTs" if test else "imagesTr"),
+                root / ("labelsTs" if test else "labelsTr"),
+            )
+            case = generate_case(rng, downsample)
+            if shape is not None:
+                case = fit_to_shape(case, shape)
+            geometry = Geometry(tuple(case.label.shape), case.affine)
+            case_id = f"PH_{index:04d}"
+            keep = rng.uniform(size=len(SEQUENCES)) >= (0.0 if test else missing_rate)
+            if not keep.any():
+                keep[rng.integers(len(SEQUENCES))] = True
+            for done in writing:  # at most one case waits in memory; a failed write raises here
+                done.result()
+            writing = [
+                writer.submit(write_volume, images_dir / f"{case_id}_{c:04d}.nii.gz", case.images[s], geometry, True)
+                for c, s in enumerate(SEQUENCES)
+                if keep[c]
+            ]
+            label_path = labels_dir / f"{case_id}.nii.gz"
+            writing.append(writer.submit(write_volume, label_path, case.label, geometry, True, np.uint8))
+        for done in writing:
+            done.result()
     meta = {
         "name": name,
         "description": f"tsfnet phantom dataset (seed {seed}, downsample {downsample})",
