@@ -259,8 +259,8 @@ def test_segmentation_dice_on_completed_versus_real_inputs(model, store, tmp_pat
     assert "Segmentation (Dice" in (report_dir / "summary.md").read_text()
 
 
-def test_lesion_scores_are_computed_inside_the_tumour_only(tmp_path):
-    from tsfnet.evaluation.evaluate import lesion_scores, read_tumour
+def test_region_scores_are_computed_inside_each_region_only(tmp_path):
+    from tsfnet.evaluation.evaluate import read_tumour, region_scores
 
     rng = np.random.default_rng(1)
     reference = rng.uniform(-1, 1, size=(20, 20, 6))
@@ -272,13 +272,49 @@ def test_lesion_scores_are_computed_inside_the_tumour_only(tmp_path):
     nib.save(nib.Nifti1Image(label, np.eye(4)), str(path))
     tumour = read_tumour(path, reference.shape)
     assert (tumour == (label > 0)).all()
-    scores = lesion_scores(reference + noise, reference, tumour)
+    outside = ~tumour
+    scores = region_scores(reference + noise, reference, {"lesion": tumour, "rest": outside, "none": None})
     assert scores["psnr_lesion"] == pytest.approx(10 * np.log10(4 / np.mean(noise[label > 0] ** 2)), rel=1e-5)
+    assert scores["ssim_lesion"] == pytest.approx(ssim(reference + noise, reference, tumour))
     assert scores["ssim_lesion"] < 0.95
-    assert lesion_scores(reference, reference + noise * 0, tumour)["ssim_lesion"] == pytest.approx(1)
-    assert lesion_scores(reference + noise, reference, np.zeros_like(tumour)) == {}
+    assert scores["psnr_rest"] == float("inf")  # no noise outside the tumour
+    assert set(scores) == {"psnr_lesion", "ssim_lesion", "psnr_rest", "ssim_rest"}
+    assert region_scores(reference, reference + noise * 0, {"lesion": tumour})["ssim_lesion"] == pytest.approx(1)
+    assert region_scores(reference + noise, reference, {"lesion": np.zeros_like(tumour)}) == {}
     with pytest.raises(InputError, match=r"CASE\.nii\.gz: label shape"):
         read_tumour(path, (20, 20, 5))
+
+
+def test_ssim_equals_scikit_image_slice_by_slice_inside_regions_and_in_3d():
+    """The SSIM maps are computed here, once per slice for every region and only around the
+    regions: the numbers must stay scikit-image's (the paper's and the protocol's SSIM)."""
+    from skimage.metrics import structural_similarity
+
+    from tsfnet.evaluation.metrics import slice_ssim
+
+    rng = np.random.default_rng(3)
+    reference = np.clip(rng.normal(0, 0.4, size=(40, 36, 9)).cumsum(0) / 4, -1, 1)
+    prediction = reference + rng.normal(0, 0.1, size=reference.shape)
+    edge = np.zeros(reference.shape, bool)  # touches the image border: reflected there
+    edge[:6, 30:, 2:4] = True
+    inner = np.zeros(reference.shape, bool)  # far from it: filtered on a crop
+    inner[15:22, 12:19, 5] = True
+
+    def by_hand(region):
+        values = []
+        for z in range(reference.shape[2]):
+            if region is None or region[:, :, z].any():
+                _, smap = structural_similarity(prediction[..., z], reference[..., z], data_range=2, full=True)
+                values.append(smap.mean() if region is None else smap[region[..., z]].mean())
+        return np.mean(values)
+
+    for regions in ([None], [edge], [inner], [edge, inner], [inner, None]):
+        expected = [by_hand(region) for region in regions]
+        assert slice_ssim(prediction, reference, regions) == pytest.approx(expected, abs=1e-12)
+    assert slice_ssim(prediction, reference, [np.zeros_like(edge)]) == [pytest.approx(float("nan"), nan_ok=True)]
+    _, volume_map = structural_similarity(prediction, reference, data_range=2, full=True)
+    assert ssim(prediction, reference, per_slice=False) == pytest.approx(volume_map.mean(), abs=1e-12)
+    assert ssim(prediction, reference, inner, per_slice=False) == pytest.approx(volume_map[inner].mean(), abs=1e-12)
 
 
 def test_evaluate_reports_the_lesion_region_where_labels_exist(model, evaluated, tmp_path):

@@ -95,6 +95,8 @@ def save_montage(
             bar.set_label(heat.label, fontsize=8)
             bar.ax.tick_params(labelsize=7)
         ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
         ax.axis("off")
     fig.tight_layout()
     with atomic_path(Path(path), overwrite) as tmp:

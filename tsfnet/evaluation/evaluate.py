@@ -20,7 +20,7 @@ from tsfnet.data.dataset import RawCase, load_case
 from tsfnet.data.volume_io import read_volume
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.evaluation.lpips_metric import UNAVAILABLE, build_lpips
-from tsfnet.evaluation.metrics import psnr, ssim
+from tsfnet.evaluation.metrics import psnr, psnr_of_error, slice_ssim, squared_error, ssim
 from tsfnet.evaluation.tables import summary_markdown
 from tsfnet.inference.cases import find_input_cases
 from tsfnet.inference.model_folder import TrainedModel
@@ -72,6 +72,7 @@ def evaluate_one(
         raise InputError(pred_dir / meta["synthesis"], f"shape {geometry.shape} differs from reference")
     box = tuple(slice(lo, hi) for lo, hi in brain_bbox(brain))
     sources = meta["sources"]
+    tumour = read_tumour(label_path, ref.shape) if label_path is not None else None
     row = {
         "case": meta["case"],
         "target": meta["target"],
@@ -81,8 +82,7 @@ def evaluate_one(
         "psnr": psnr(pred[box], ref[box]),
         "ssim": ssim(pred[box], ref[box]),
         "ssim3d": ssim(pred[box], ref[box], per_slice=False),
-        "psnr_brain": psnr(pred, ref, brain),
-        "ssim_brain": ssim(pred, ref, brain),
+        **region_scores(pred, ref, {"brain": brain, "lesion": tumour}),
         "lpips": lpips(pred[box], ref[box]) if lpips is not None else float("nan"),
     }
     block = paper_block(pred.shape)
@@ -92,9 +92,6 @@ def evaluate_one(
         )
     if isinstance(sources, dict):
         row.update({f"w_{k}": v for k, v in sources.items()})
-    tumour = read_tumour(label_path, ref.shape) if label_path is not None else None
-    if tumour is not None:
-        row.update(lesion_scores(pred, ref, tumour))
     if preview_dir is not None:
         write_comparison(preview_dir / f"{meta['case']}_{meta['target']}.png", meta["target"], ref, pred, brain, tumour)
     ending = ".nii" if meta["synthesis"].endswith(".nii") else ".nii.gz"  # predict writes both alike
@@ -131,12 +128,17 @@ def read_tumour(label_path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return label > 0.5
 
 
-def lesion_scores(pred: np.ndarray, ref: np.ndarray, tumour: np.ndarray) -> dict:
-    """PSNR and SSIM inside the tumour (none without one): whole-brain scores hide whether a
-    synthesis shows the lesion, the part a radiologist looks at first."""
-    if not tumour.any():
-        return {}
-    return {"psnr_lesion": psnr(pred, ref, tumour), "ssim_lesion": ssim(pred, ref, tumour)}
+def region_scores(pred: np.ndarray, ref: np.ndarray, regions: dict[str, np.ndarray | None]) -> dict:
+    """`psnr_NAME` and `ssim_NAME` inside each region that has voxels (the brain; the lesion,
+    whose scores show whether a synthesis has the part a radiologist looks at first, which
+    whole-brain scores hide), from one squared error and one SSIM map per slice."""
+    present = {name: region for name, region in regions.items() if region is not None and region.any()}
+    error = squared_error(pred, ref)
+    ssims = slice_ssim(pred, ref, list(present.values()))
+    scores = {}
+    for (name, region), value in zip(present.items(), ssims, strict=True):
+        scores |= {f"psnr_{name}": psnr_of_error(error, region), f"ssim_{name}": value}
+    return scores
 
 
 def reference_grey(ref: np.ndarray, brain: np.ndarray) -> tuple[float, float]:
