@@ -102,6 +102,9 @@ def test_brats_sized_plan_fits_brain_and_budget(tmp_path):
     stages = [v for v in cpu["training"].values() if isinstance(v, dict) and "steps" in v]
     assert stages and all(stage["schedule"] == "poly" for stage in stages)  # a short budget anneals
     assert plans["training"]["pretrain"]["schedule"] == "constant"  # the paper's, on the GPU budget
+    # ω's own rate where the budget is short; the GPU plan trains it at the stage's
+    assert cpu["training"]["finetune"]["weighting_lr"] == 1e-2
+    assert "weighting_lr" not in plans["training"]["finetune"]
     assert (cpu["training"]["num_workers"], plans["training"]["num_workers"]) == (0, 2)  # a CPU step uses every core
     assert cpu["training"]["task_sampling"] == plans["training"]["task_sampling"] == "per_sample"  # better per step
 

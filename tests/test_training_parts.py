@@ -137,6 +137,47 @@ def test_plans_refuse_an_unknown_schedule_or_a_bad_horizon(store):
     raw["training"]["finetune"].update(schedule="poly", horizon_steps=0)
     with pytest.raises(TsfnetError, match="horizon_steps must be a positive integer"):
         Plans(raw).training_for(FinetuneStage)
+    raw["training"]["finetune"].update(horizon_steps=10, weighting_lr="fast")
+    with pytest.raises(TsfnetError, match=r"training\.finetune\.weighting_lr must be a positive number, got 'fast'"):
+        Plans(raw).training_for(FinetuneStage)
+
+
+@pytest.mark.parametrize("fusion", ["tsf", "tsf-ms", "mean"])
+def test_task_weightings_train_at_their_own_rate(store, fusion):
+    """Adam moves a parameter by about its rate a step: ω's layers at `weighting_lr`, the rest
+    of what the stage trains at its rate, the frozen encoder not at all."""
+    from tsfnet.fusion.tsf import TaskWeighting
+    from tsfnet.model import build_model
+    from tsfnet.training.stages import FinetuneStage
+
+    torch.manual_seed(0)
+    model = build_model(load_plans(store / "plans.json"), fusion)
+    weightings = [m for m in model.modules() if isinstance(m, TaskWeighting)]
+    assert len(weightings) == {"tsf": 1, "tsf-ms": 3, "mean": 0}[fusion]  # tsf-ms: one per scale
+    for module in weightings:  # random, so that the softmax has a gradient
+        nn.init.normal_(module.fc.weight)
+    (optimizer,) = FinetuneStage().optimizers(model, 1e-4, 5e-2).values()
+    marked = {id(p) for m in weightings for p in m.parameters()}
+    groups = optimizer.param_groups
+    assert [g["lr"] for g in groups] == ([1e-4, 5e-2] if weightings else [1e-4])
+    if weightings:
+        assert {id(p) for p in groups[1]["params"]} == marked
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    images = torch.randn(2, 4, 1, 16, 16)
+    mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 1, 0]])
+    out = model(images, mask, torch.tensor([3, 3]))
+    (out.output.mean() + (0 if out.weights is None else out.weights[..., 0].sum())).backward()
+    optimizer.step()
+    moved = {name: (p.detach() - before[name]).abs().max().item() for name, p in model.named_parameters()}
+    for name, step in moved.items():
+        if name.startswith("encoder."):
+            assert step == 0, name
+        elif any(name.startswith(f"fusion.{path}") for path in ("weighting.", "skips.", "bottleneck.weighting.")):
+            assert step == pytest.approx(5e-2, rel=0.01), name
+        else:
+            assert step <= 1e-4 * 1.01, name
+    (plain,) = FinetuneStage().optimizers(model, 1e-4).values()  # without weighting_lr: one rate
+    assert [g["lr"] for g in plain.param_groups] == [1e-4]
 
 
 def make_store(store):

@@ -10,6 +10,8 @@ f̂ + f_A.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -22,6 +24,10 @@ WEIGHTINGS = {"softmax": lambda logits: torch.softmax(logits, dim=1), "sigmoid":
 
 
 class TaskWeighting(nn.Module):
+    # Its parameters train at `training.<stage>.weighting_lr` where the plans give one
+    # (tsfnet.training.stages.rate_groups): 36 of them, which Adam moves by about the rate a step.
+    lr_group: ClassVar[str] = "weighting"
+
     def __init__(self, n_sequences: int, weighting: str = "softmax") -> None:
         super().__init__()
         if weighting not in WEIGHTINGS:

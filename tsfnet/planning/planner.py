@@ -20,6 +20,11 @@ CPU_BATCH = 8
 CPU_WIDTH = 32
 CPU_RESIDUAL_BLOCKS = 3
 CPU_STEP_FRACTION = 0.2  # of every stage's own budget: 20,000 + 10,000 steps become 4,000 + 2,000
+# The task weightings' (ω) rate in stage 2 on a CPU budget. Adam moves each of their 36 parameters
+# by about its rate a step: at the stage's 1e-4, the demo's 200 steps moved them by under 0.006, so
+# its ω was the random initialisation; at 1e-2 they can travel a logit unit even there
+# (benchmarks/results/weighting_rate_2026-11-29.md). The paper's 300k steps at 1e-4 go much further.
+CPU_WEIGHTING_LR = 1e-2
 
 
 def round_up(value: float, multiple: int) -> int:
@@ -128,13 +133,15 @@ def cpu_training() -> dict:
     budget the annealed end is worth about 1 dB of validation PSNR over a constant rate.
     Batches load in the training process: the step already uses every core, loading takes
     under 1 % of it, and two worker processes slowed it by 13 %
-    (benchmarks/results/train_speed_cpu_bf16_2026-11-26.md)."""
+    (benchmarks/results/train_speed_cpu_bf16_2026-11-26.md). Stage 2's task weightings ω
+    train at their own rate (CPU_WEIGHTING_LR)."""
     training = default_training()
     training["num_workers"] = 0
     for section in training.values():
         if isinstance(section, dict) and "steps" in section:
             section["steps"] = max(1, round(section["steps"] * CPU_STEP_FRACTION))
             section["schedule"] = "poly"
+    training["finetune"]["weighting_lr"] = CPU_WEIGHTING_LR
     return training
 
 

@@ -279,6 +279,7 @@ class StageTraining:
     sampler: str | None = None  # a tsfnet.tasks.SAMPLERS name over the stage's own (`Stage.sampling`)
     horizon_steps: int | None = None  # poly: the steps it decays over (default: the stage's)
     min_lr: float = 0.0  # poly: the floor
+    weighting_lr: float | None = None  # the task weightings' (ω) rate (stages.rate_groups); None: lr
 
 
 @dataclass(frozen=True)
@@ -419,6 +420,11 @@ class Plans:
         min_lr = section.get("min_lr", 0.0)
         if not isinstance(min_lr, NUMBER) or isinstance(min_lr, bool) or min_lr < 0:
             raise TsfnetError(f"{where}.min_lr must be a number of at least 0, got {min_lr!r}")
+        weighting_lr = section.get("weighting_lr")
+        if weighting_lr is not None and (
+            not isinstance(weighting_lr, NUMBER) or isinstance(weighting_lr, bool) or weighting_lr <= 0
+        ):
+            raise TsfnetError(f"{where}.weighting_lr must be a positive number, got {weighting_lr!r}")
         loss = training["loss"]
         batch = section.get("batch_size")
         return StageTraining(
@@ -430,6 +436,7 @@ class Plans:
             sampler=sampler,
             horizon_steps=horizon,
             min_lr=float(min_lr),
+            weighting_lr=None if weighting_lr is None else float(weighting_lr),
         )
 
 

@@ -33,7 +33,10 @@ class AdversarialStage(Stage):
     uses_criterion = False  # the network weighs its own reconstruction terms
     defaults: ClassVar[dict] = {"steps": 20000, "lr": 2e-4, "schedule": "constant"}  # the papers' Adam 2e-4
 
-    def optimizers(self, model: AdversarialNetwork, lr: float) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(
+        self, model: AdversarialNetwork, lr: float, weighting_lr: float | None = None
+    ) -> dict[str, torch.optim.Optimizer]:
+        """`weighting_lr` has nothing to act on: the GAN baselines have no task weighting."""
         self.prepare(model)  # trains every parameter
         return {
             "generator": adam(model.generator_parameters(), lr, betas=BETAS),

@@ -302,10 +302,10 @@ class Runner:
         steps, lr, schedule, batch_size = self.stage_settings(stage)
         if state is None:
             stage.initial_weights(self.model, self.model_dir, self.options.fusion)
-        optimizers = stage.optimizers(self.model, lr)
+        section = self.plans.training_for(stage)
+        optimizers = stage.optimizers(self.model, lr, section.weighting_lr)
         if len(optimizers) > 1 and self.dist.enabled:
             raise TsfnetError(f"stage '{stage.name}' alternates several optimizers; train it on one process")
-        section = self.plans.training_for(stage)
         decay = rate_factor(schedule, steps, lr, section.horizon_steps, section.min_lr)
         schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, decay) for k, o in optimizers.items()}
         start, best = 0, -float("inf")

@@ -36,10 +36,24 @@ FUSED_ADAM_DEVICES = ("cpu",)
 def adam(params, lr: float, **options) -> torch.optim.Adam:
     """Adam, fused into one kernel on the CPU: the HyperConv bases make the paper network
     136 M parameters, and the per-tensor update took a fifth of a CPU step. Elsewhere the
-    device's default (on CUDA, one multi-tensor kernel per operation)."""
+    device's default (on CUDA, one multi-tensor kernel per operation). `params`: parameters
+    or parameter groups."""
     params = list(params)
-    fused = bool(params) and all(p.device.type in FUSED_ADAM_DEVICES for p in params)
+    tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
+    fused = bool(tensors) and all(p.device.type in FUSED_ADAM_DEVICES for p in tensors)
     return torch.optim.Adam(params, lr=lr, fused=fused or None, **options)
+
+
+def rate_groups(model: nn.Module, trained: list[nn.Parameter], weighting_lr: float | None) -> list:
+    """`trained` as Adam parameter groups: those of modules marked `lr_group = "weighting"`
+    (the task weightings ω) at `weighting_lr`, the rest at the stage's rate. Adam moves a
+    parameter by about its rate each step, so at 1e-4 a short CPU budget leaves ω where it was
+    initialised (docs/fidelity.md, Task-specific weighted average ω)."""
+    marked = {id(p) for m in model.modules() if getattr(m, "lr_group", None) == "weighting" for p in m.parameters()}
+    weighting = [p for p in trained if id(p) in marked]
+    if weighting_lr is None or not weighting:
+        return trained
+    return [{"params": [p for p in trained if id(p) not in marked]}, {"params": weighting, "lr": weighting_lr}]
 
 
 class Stage:
@@ -84,8 +98,10 @@ class Stage:
             p.requires_grad_(True)
         return trained
 
-    def optimizers(self, model: Network, lr: float) -> dict[str, torch.optim.Optimizer]:
-        return {"model": adam(self.prepare(model), lr)}
+    def optimizers(
+        self, model: Network, lr: float, weighting_lr: float | None = None
+    ) -> dict[str, torch.optim.Optimizer]:
+        return {"model": adam(rate_groups(model, self.prepare(model), weighting_lr), lr)}
 
     def loss(self, model: nn.Module, batch: Batch, criterion: nn.Module) -> torch.Tensor:
         raise NotImplementedError
