@@ -171,6 +171,26 @@ def test_sigkill_then_resume_continues_the_run(store, tmp_path):
     assert first_new["loss"] < initial  # continues from the trained weights, not from scratch
 
 
+def test_resume_after_the_weighting_rate_changed_is_a_clear_error(store, tmp_path):
+    """A weighting_lr added or removed mid-stage changes the optimizer's groups: said, not a traceback."""
+    from tsfnet.planning.plans import load_plans, save_plans
+
+    copy = one_case_store(store, tmp_path)
+    plans = load_plans(copy / "plans.json")
+    plans["training"]["finetune"]["weighting_lr"] = 0.05
+    save_plans(plans, copy / "plans.json")
+    options = TrainOptions(store=copy, output=tmp_path / "out", device="cpu", steps=2, num_workers=0, progress=False)
+    result = train(options)
+    latest = result.model_dir / "checkpoint_latest.pt"
+    state = load_checkpoint(latest)
+    assert state["stage"] == "finetune" and len(state["optimizers"]["model"]["param_groups"]) == 2
+    save_checkpoint(latest, {**state, "step": 1, "stage_done": False})  # as if stopped after step 1
+    del plans["training"]["finetune"]["weighting_lr"]
+    save_plans(plans, copy / "plans.json")
+    with pytest.raises(TsfnetError, match=r"2 rate group.*now give 1: training\.finetune\.weighting_lr changed"):
+        train(TrainOptions(**{**options.__dict__, "resume": True}))
+
+
 def test_checkpoint_from_another_fusion_is_refused(trained, tmp_path):
     with pytest.raises(InputError, match="trained with fusion 'tsf', not 'mean'"):
         load_checkpoint(trained.model_dir / "checkpoint_latest.pt", fusion="mean")

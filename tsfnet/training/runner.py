@@ -312,6 +312,13 @@ class Runner:
         if state is not None:
             self.model.load_state_dict(state["model"])
             for key, optimizer in optimizers.items():
+                saved = len(state["optimizers"][key]["param_groups"])
+                if saved != len(optimizer.param_groups):
+                    raise TsfnetError(
+                        f"the checkpoint's stage '{stage.name}' trained {saved} rate group(s), the plans now give "
+                        f"{len(optimizer.param_groups)}: training.{stage.name}.weighting_lr changed since it started; "
+                        "restore it or train afresh"
+                    )
                 optimizer.load_state_dict(state["optimizers"][key])
                 schedulers[key].load_state_dict(state["schedulers"][key])
             restore_rng(state["rng"])
