@@ -95,7 +95,7 @@ def save_montage(
             bar.set_label(heat.label, fontsize=8)
             bar.ax.tick_params(labelsize=7)
         ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
+        ax.set_xticks([])  # hidden anyway, but tight_layout measured their labels: 0.6 s a preview
         ax.set_yticks([])
         ax.axis("off")
     fig.tight_layout()

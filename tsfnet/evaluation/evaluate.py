@@ -133,6 +133,8 @@ def region_scores(pred: np.ndarray, ref: np.ndarray, regions: dict[str, np.ndarr
     whose scores show whether a synthesis has the part a radiologist looks at first, which
     whole-brain scores hide), from one squared error and one SSIM map per slice."""
     present = {name: region for name, region in regions.items() if region is not None and region.any()}
+    if not present:
+        return {}
     error = squared_error(pred, ref)
     ssims = slice_ssim(pred, ref, list(present.values()))
     scores = {}
