@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import uniform_filter
 
+from tsfnet.planning.fingerprint import brain_bbox
+
 DATA_RANGE = 2.0
 # scikit-image's SSIM defaults (structural_similarity): a 7-wide uniform window, reflected
 # edges, the sample covariance, K1 = 0.01 and K2 = 0.03.
@@ -77,12 +79,8 @@ def _reach_of(region: np.ndarray) -> tuple[slice, ...] | None:
     if not region.any():
         return None
     reach = SSIM_WINDOW // 2
-    box = []
-    for axis in range(3):
-        present = np.flatnonzero(region.any(axis=tuple(a for a in range(3) if a != axis)))
-        margin = reach if axis < 2 else 0
-        box.append(slice(max(int(present[0]) - margin, 0), int(present[-1]) + 1 + margin))
-    return tuple(box)
+    (x0, x1), (y0, y1), (z0, z1) = brain_bbox(region)
+    return slice(max(x0 - reach, 0), x1 + reach), slice(max(y0 - reach, 0), y1 + reach), slice(z0, z1)
 
 
 def ssim(
