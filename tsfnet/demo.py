@@ -88,6 +88,13 @@ def make_all_subset_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path) 
     return count
 
 
+def nested_sources(target: int, n: int = len(SEQUENCES)) -> list[list[int]]:
+    """The inputs of a target's scenarios: 1, 2, ... n - 1 of the other sequences, in the
+    order after the target (T1Gd for T1 first, then T2, then FLAIR)."""
+    others = [(target + step) % n for step in range(1, n)]
+    return [others[:k] for k in range(1, n)]
+
+
 def make_nested_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path) -> dict[str, Path]:
     """Test case i withholds one target, sequence i mod 4, and gets 1, 2, then 3 of the other
     sequences, each scenario adding one: every row of Table 1 then holds the same targets,
@@ -95,17 +102,15 @@ def make_nested_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path) -> d
     target (`inputs_dir/<target>/`, predicted for that target only); the references, all
     four sequences, to `reference_dir`, and the labels to labelsTs/ beside it."""
     cases = RawDataset.load(raw, images_folder="imagesTs").cases
-    n = len(SEQUENCES)
     folders = {}
     for index, case in enumerate(cases):
-        target = index % n
-        others = [(target + step) % n for step in range(1, n)]
+        target = index % len(SEQUENCES)
         folder = folders.setdefault(SEQUENCES[target], inputs_dir / SEQUENCES[target])
-        for n_inputs in range(1, n):
+        for n_inputs, sources in enumerate(nested_sources(target), start=1):
             virtual = f"{case.case_id}_in{n_inputs}"
             for channel, path in case.channel_files.items():
                 _link(path, reference_dir / f"{virtual}_{channel:04d}.nii.gz")
-                if channel in others[:n_inputs]:
+                if channel in sources:
                     _link(path, folder / f"{virtual}_{channel:04d}.nii.gz")
             if case.label_file is not None:
                 _link(case.label_file, reference_dir.parent / "labelsTs" / f"{virtual}.nii.gz")
