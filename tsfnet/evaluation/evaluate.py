@@ -20,7 +20,7 @@ from tsfnet.data.dataset import RawCase, load_case
 from tsfnet.data.volume_io import read_volume
 from tsfnet.errors import InputError, TsfnetError
 from tsfnet.evaluation.lpips_metric import UNAVAILABLE, build_lpips
-from tsfnet.evaluation.metrics import psnr, psnr_of_error, slice_ssim, squared_error, ssim
+from tsfnet.evaluation.metrics import psnr_of_error, slice_ssim, squared_error, ssim
 from tsfnet.evaluation.tables import summary_markdown
 from tsfnet.inference.cases import find_input_cases
 from tsfnet.inference.model_folder import TrainedModel
@@ -73,22 +73,23 @@ def evaluate_one(
     box = tuple(slice(lo, hi) for lo, hi in brain_bbox(brain))
     sources = meta["sources"]
     tumour = read_tumour(label_path, ref.shape) if label_path is not None else None
+    error = squared_error(pred, ref)  # every PSNR below reads it
     row = {
         "case": meta["case"],
         "target": meta["target"],
         "n_inputs": len(sources),
         "sources": "+".join(sources),
         "fusion": meta.get("fusion", ""),
-        "psnr": psnr(pred[box], ref[box]),
+        "psnr": psnr_of_error(error[box]),
         "ssim": ssim(pred[box], ref[box]),
         "ssim3d": ssim(pred[box], ref[box], per_slice=False),
-        **region_scores(pred, ref, {"brain": brain, "lesion": tumour}),
+        **region_scores(pred, ref, {"brain": brain, "lesion": tumour}, error),
         "lpips": lpips(pred[box], ref[box]) if lpips is not None else float("nan"),
     }
     block = paper_block(pred.shape)
     if block is not None:  # numbers comparable with the paper's Table 1 (3D SSIM, as theirs)
         row.update(
-            {"psnr_block": psnr(pred[block], ref[block]), "ssim_block": ssim(pred[block], ref[block], per_slice=False)}
+            {"psnr_block": psnr_of_error(error[block]), "ssim_block": ssim(pred[block], ref[block], per_slice=False)}
         )
     if isinstance(sources, dict):
         row.update({f"w_{k}": v for k, v in sources.items()})
@@ -100,8 +101,8 @@ def evaluate_one(
         tsem, _ = read_volume(tsem_path)
         threshold = np.percentile(tsem[brain], TSEM_PERCENTILE)
         high = brain & (tsem > threshold)
-        row["psnr_tsem_high"] = psnr(pred, ref, high) if high.any() else float("nan")
-        row["psnr_tsem_low"] = psnr(pred, ref, brain & ~high)
+        row["psnr_tsem_high"] = psnr_of_error(error, high) if high.any() else float("nan")
+        row["psnr_tsem_low"] = psnr_of_error(error, brain & ~high)
     return row
 
 
@@ -128,14 +129,17 @@ def read_tumour(label_path: Path, shape: tuple[int, ...]) -> np.ndarray:
     return label > 0.5
 
 
-def region_scores(pred: np.ndarray, ref: np.ndarray, regions: dict[str, np.ndarray | None]) -> dict:
+def region_scores(
+    pred: np.ndarray, ref: np.ndarray, regions: dict[str, np.ndarray | None], error: np.ndarray | None = None
+) -> dict:
     """`psnr_NAME` and `ssim_NAME` inside each region that has voxels (the brain; the lesion,
     whose scores show whether a synthesis has the part a radiologist looks at first, which
-    whole-brain scores hide), from one squared error and one SSIM map per slice."""
+    whole-brain scores hide), from one squared error (`error`, if the caller has it) and one
+    SSIM map per slice."""
     present = {name: region for name, region in regions.items() if region is not None and region.any()}
     if not present:
         return {}
-    error = squared_error(pred, ref)
+    error = squared_error(pred, ref) if error is None else error
     ssims = slice_ssim(pred, ref, list(present.values()))
     scores = {}
     for (name, region), value in zip(present.items(), ssims, strict=True):
