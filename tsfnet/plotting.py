@@ -54,7 +54,9 @@ def centre_slice(region: np.ndarray) -> int | None:
 
 def hottest_slice(volume: np.ndarray, inside: np.ndarray) -> int | None:
     """The axial slice holding most of the map above its brain P90 (None for a flat map): the
-    TSEM's own pointer to where the synthesis is least certain, most often the lesion."""
+    TSEM's own pointer to where the synthesis is least certain. (On the demo's model it is not
+    the lesion: under a tenth of the voxels above P90 lie in the tumour, often at the brain's
+    top or bottom, where little brain meets the border.)"""
     low, _high = heat_range(volume, inside)
     above = np.where(inside & (volume > low), volume, 0.0).sum(axis=(0, 1))
     return int(above.argmax()) if above.any() else None
