@@ -4,9 +4,9 @@ For phantom cases generated as `tsfnet demo` generates them (1 mm, seeded), each
 tissue (oedema, enhancing rim, necrotic core) against the normal brain within 6 mm of the
 tumour, in every sequence: Cohen's d, the difference of the means over the normal tissue's
 standard deviation (the normal tissue mixes grey and white matter and CSF, so a tissue that
-stands out from all three has a large |d|). Then the demo's scenarios (each test case's target from 1, 2, 3 of the
-others, `tsfnet.demo.make_nested_scenarios`) with the tissues each set of inputs shows, so
-a preview without a lesion reads as "not in the inputs" or as "not learnt". Writes
+stands out from all three has a large |d|). Then the demo's scenarios (each test case's
+target from 1, 2, 3 of the others, `tsfnet.demo.make_nested_scenarios`) with the tissues each
+set of inputs shows, so a preview without a lesion reads as "not in the inputs" or as "not learnt". Writes
 `results/lesion_contrast_<date>.md`.
 
     python benchmarks/lesion_contrast.py            # about a minute on 2 CPU cores
@@ -45,12 +45,11 @@ def contrasts(
     normal = binary_dilation(tumour, iterations=reach) & ~tumour & brain
     found = {}
     for sequence, image in images.items():
-        reference = image[normal]
+        centre, spread = image[normal].mean(), image[normal].std()
         for tissue, value in TISSUES.items():
             inside = image[label == value]
-            if inside.size == 0:
-                continue
-            found[tissue, sequence] = float((inside.mean() - reference.mean()) / reference.std())
+            if inside.size:
+                found[tissue, sequence] = float((inside.mean() - centre) / spread)
     return found
 
 
@@ -84,9 +83,7 @@ def main() -> None:
         "|---|" + "---|" * len(SEQUENCES),
     ]
     for tissue in TISSUES:
-        cells = []
-        for sequence in SEQUENCES:
-            cells.append(f"{mean[tissue, sequence]:+.1f}" + (" **shows**" if shows[tissue, sequence] else ""))
+        cells = [f"{mean[tissue, s]:+.1f}" + (" **shows**" if shows[tissue, s] else "") for s in SEQUENCES]
         lines.append(f"| {tissue} | " + " | ".join(cells) + " |")
     lines += [
         "",

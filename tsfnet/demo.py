@@ -88,9 +88,10 @@ def make_all_subset_scenarios(raw: Path, inputs_dir: Path, reference_dir: Path) 
     return count
 
 
-def nested_sources(target: int, n: int = len(SEQUENCES)) -> list[list[int]]:
-    """The inputs of a target's scenarios: 1, 2, ... n - 1 of the other sequences, in the
-    order after the target (T1Gd for T1 first, then T2, then FLAIR)."""
+def nested_sources(target: int) -> list[list[int]]:
+    """The inputs of a target's scenarios: 1, 2, then 3 of the other sequences, in the order
+    after the target (T1Gd for T1 first, then T2, then FLAIR)."""
+    n = len(SEQUENCES)
     others = [(target + step) % n for step in range(1, n)]
     return [others[:k] for k in range(1, n)]
 
