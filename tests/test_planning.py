@@ -102,9 +102,11 @@ def test_brats_sized_plan_fits_brain_and_budget(tmp_path):
     stages = [v for v in cpu["training"].values() if isinstance(v, dict) and "steps" in v]
     assert stages and all(stage["schedule"] == "poly" for stage in stages)  # a short budget anneals
     assert plans["training"]["pretrain"]["schedule"] == "constant"  # the paper's, on the GPU budget
-    # ω's own rate where the budget is short; the GPU plan trains it at the stage's
-    assert cpu["training"]["finetune"]["weighting_lr"] == 1e-2
-    assert "weighting_lr" not in plans["training"]["finetune"]
+    # ω's own rate, scaled so that its parameters can travel as far (rate x steps) on either budget
+    cpu_finetune, gpu_finetune = cpu["training"]["finetune"], plans["training"]["finetune"]
+    assert cpu_finetune["weighting_lr"] == 1e-2 and gpu_finetune["weighting_lr"] == pytest.approx(2e-3)
+    travel = [f["weighting_lr"] * f["steps"] for f in (cpu_finetune, gpu_finetune)]
+    assert travel[0] == pytest.approx(travel[1]) and gpu_finetune["lr"] == 1e-4
     assert (cpu["training"]["num_workers"], plans["training"]["num_workers"]) == (0, 2)  # a CPU step uses every core
     assert cpu["training"]["task_sampling"] == plans["training"]["task_sampling"] == "per_sample"  # better per step
 

@@ -20,7 +20,7 @@ CPU_BATCH = 8
 CPU_WIDTH = 32
 CPU_RESIDUAL_BLOCKS = 3
 CPU_STEP_FRACTION = 0.2  # of every stage's own budget: 20,000 + 10,000 steps become 4,000 + 2,000
-# The task weightings' (ω) rate in stage 2 on a CPU budget. Adam moves each of their 36 parameters
+# The task weightings' (ω) rate in the CPU plan's stage 2. Adam moves each of their 36 parameters
 # by about its rate a step: at the stage's 1e-4, the demo's 200 steps moved them by under 0.006, so
 # its ω was the random initialisation; at 1e-2 they can travel a logit unit even there
 # (benchmarks/results/weighting_rate_2026-11-29.md). The paper's 300k steps at 1e-4 go much further.
@@ -133,15 +133,25 @@ def cpu_training() -> dict:
     budget the annealed end is worth about 1 dB of validation PSNR over a constant rate.
     Batches load in the training process: the step already uses every core, loading takes
     under 1 % of it, and two worker processes slowed it by 13 %
-    (benchmarks/results/train_speed_cpu_bf16_2026-11-26.md). Stage 2's task weightings ω
-    train at their own rate (CPU_WEIGHTING_LR)."""
+    (benchmarks/results/train_speed_cpu_bf16_2026-11-26.md)."""
     training = default_training()
     training["num_workers"] = 0
     for section in training.values():
         if isinstance(section, dict) and "steps" in section:
             section["steps"] = max(1, round(section["steps"] * CPU_STEP_FRACTION))
             section["schedule"] = "poly"
-    training["finetune"]["weighting_lr"] = CPU_WEIGHTING_LR
+    return training
+
+
+def with_weighting_lr(training: dict) -> dict:
+    """Stage 2 gives ω the rate that lets its parameters travel as far over the planned steps
+    as the CPU plan's 1e-2 over its 2,000 (Adam moves each by about its rate a step: some 10
+    on the poly schedule, against some 27 in the authors' 300k steps at 1e-4). At the stage's
+    own 1e-4 the GPU plan's 10,000 steps would allow 0.5, half the demo's 200 steps at 1e-2:
+    so 2e-3 there."""
+    finetune = training["finetune"]
+    cpu_steps = round(registry.get("stage", "finetune").defaults["steps"] * CPU_STEP_FRACTION)
+    finetune["weighting_lr"] = CPU_WEIGHTING_LR * cpu_steps / finetune["steps"]
     return training
 
 
@@ -157,11 +167,12 @@ def plan_dataset(fingerprint: dict, gpu_memory_gb: float = 8.0, budget: str = "g
     if budget == "cpu":
         network = cpu_network() if min(crop[:2]) >= CPU_PATCH else network_for(crop)
         patch_2d = [min(c, CPU_PATCH) for c in crop[:2]]
-        batch_2d, training = CPU_BATCH, cpu_training()
+        batch_2d, training = CPU_BATCH, with_weighting_lr(cpu_training())
     else:
         network = network_for(crop)
         patch_2d = crop[:2]
-        batch_2d, training = largest_batch(patch_2d, network, gpu_memory_gb), default_training()
+        batch_2d = largest_batch(patch_2d, network, gpu_memory_gb)
+        training = with_weighting_lr(default_training())
     plans = {
         "schema_version": SCHEMA_VERSION,
         "dataset": fingerprint["dataset"],
