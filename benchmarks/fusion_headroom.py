@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from fractions import Fraction
 from pathlib import Path
 from statistics import mean
@@ -88,29 +88,34 @@ def candidate_weights(k: int, step: Fraction) -> list[tuple[float, ...] | None]:
     return [None, uniform, *(w for w in simplex_grid(k, step) if w != uniform)]
 
 
-def scenarios(inputs: Path, n_channels: int) -> list[tuple[str, str, dict[int, Path]]]:
-    """(target, case id, the case's input files) of every scenario with 2 or more inputs;
-    `inputs/<TARGET>/` folders as quality.py writes them."""
+def scenarios(inputs: Path, n_channels: int, min_inputs: int = 2) -> list[tuple[str, str, dict[int, Path]]]:
+    """(target, case id, the case's input files) of every scenario with `min_inputs` or more
+    inputs; `inputs/<TARGET>/` folders as quality.py writes them."""
     found = []
     for folder in sorted(p for p in inputs.iterdir() if p.is_dir()):
         for case in find_input_cases(folder, n_channels):
-            if len(case.files) >= 2:
+            if len(case.files) >= min_inputs:
                 found.append((folder.name, case.case_id, case.files))
     return found
 
 
 def score(
-    trained: TrainedModel, files: dict, target: str, weights: list[float] | None, reference: Path, work: Path
+    trained: TrainedModel,
+    files: dict,
+    target: str,
+    reference: Path,
+    work: Path,
+    change: AbstractContextManager = nullcontext(),
 ) -> dict:
-    """Predict one scenario (with ω fixed at `weights`, or the model's own), evaluate it, and
-    drop the prediction."""
+    """Predict one scenario (inside `change`: the model altered, or as it is), evaluate it,
+    and drop the prediction."""
     shutil.rmtree(work, ignore_errors=True)
     inputs = work / "inputs"
     inputs.mkdir(parents=True)
     for path in files.values():
         (inputs / path.name).symlink_to(path.resolve())
     predictions = work / "predictions"
-    with nullcontext() if weights is None else fixed_weights(trained, weights):
+    with change:
         report = predict_folder(trained, inputs, predictions, targets=target, progress=False)
     if report.failed:
         raise SystemExit("; ".join(report.failed.values()))
@@ -133,7 +138,8 @@ def sweep(trained: TrainedModel, inputs: Path, reference: Path, work: Path, step
                 full = [0.0] * len(names)
                 for channel, w in zip(sources, weights, strict=True):
                     full[channel] = w
-            scored = score(trained, files, target, full, reference, work / "scratch")
+            change = nullcontext() if full is None else fixed_weights(trained, full)
+            scored = score(trained, files, target, reference, work / "scratch", change)
             rows.append(
                 {
                     "case": case_id,
