@@ -14,7 +14,6 @@ same encoder, ω and decoder. Writes `results/attention_effect_<fusion>_<date>.m
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -28,10 +27,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, write_result
-from fusion_headroom import scenarios, score
+from fusion_headroom import load_work_model, scenarios, score
 
-from tsfnet.devices import resolve_device
-from tsfnet.inference.model_folder import TrainedModel, load_model_folder
+from tsfnet.inference.model_folder import TrainedModel
 from tsfnet.nets.attention import TaskAttention
 
 METRICS = {"psnr": "box", "psnr_brain": "brain", "psnr_lesion": "lesion"}
@@ -116,13 +114,8 @@ def main() -> None:
     parser.add_argument("--fusion", default="tsf", help="tsf or tsf-ms (a fusion with an attention branch)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    folder = args.work / "results" / f"{args.fusion}__plans__2d" / "fold_0"
-    if not folder.is_dir():
-        parser.error(f"{folder}: no trained model (run quality.py --fusions {args.fusion} --work {args.work})")
-    # evaluate's note that LPIPS is unavailable would repeat for every prediction: PSNR only here.
-    logging.getLogger("tsfnet").setLevel(logging.ERROR)
     began = time.perf_counter()
-    trained = load_model_folder(folder, resolve_device(args.device))
+    trained = load_work_model(parser, args.work, args.fusion, args.device)
     test = args.work / "test"
     rows = compare(trained, test / "inputs", test / "reference", args.work / "attention_effect")
     minutes = (time.perf_counter() - began) / 60

@@ -225,6 +225,16 @@ def report(args: argparse.Namespace, trained: TrainedModel, summary: list[dict],
     return lines
 
 
+def load_work_model(parser: argparse.ArgumentParser, work: Path, fusion: str, device: str) -> TrainedModel:
+    """`fusion`'s model in a quality.py --work folder. Quiets tsfnet's log: evaluate's note that
+    LPIPS is unavailable would repeat for every prediction (PSNR only here)."""
+    folder = work / "results" / f"{fusion}__plans__2d" / "fold_0"
+    if not folder.is_dir():
+        parser.error(f"{folder}: no trained model (run quality.py --fusions {fusion} --work {work})")
+    logging.getLogger("tsfnet").setLevel(logging.ERROR)
+    return load_model_folder(folder, resolve_device(device))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="a quality.py --work folder with a trained model")
@@ -236,13 +246,8 @@ def main() -> None:
     for step in (args.step2, args.step3):
         if not 0 < step <= 1 or (1 / step).denominator != 1:
             parser.error(f"a grid step must divide 1, got {step}")
-    folder = args.work / "results" / f"{args.fusion}__plans__2d" / "fold_0"
-    if not folder.is_dir():
-        parser.error(f"{folder}: no trained model (run quality.py --fusions {args.fusion} --work {args.work})")
-    # evaluate's note that LPIPS is unavailable would repeat for every prediction: PSNR only here.
-    logging.getLogger("tsfnet").setLevel(logging.ERROR)
     began = time.perf_counter()
-    trained = load_model_folder(folder, resolve_device(args.device))
+    trained = load_work_model(parser, args.work, args.fusion, args.device)
     test = args.work / "test"
     rows = sweep(trained, test / "inputs", test / "reference", args.work / "headroom", {2: args.step2, 3: args.step3})
     minutes = (time.perf_counter() - began) / 60
