@@ -19,11 +19,11 @@ def effect():
     yield from import_benchmark("attention_effect")
 
 
-def decode_both(model, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+def decode_both(model) -> tuple[torch.Tensor, torch.Tensor]:
     """G(f̂ + f_A) and G(f̂) of random slices from two sources."""
     torch.manual_seed(0)
-    images = torch.randn(2, n, 1, 32, 32)
-    mask = torch.zeros(2, n)
+    images = torch.randn(2, model.n_sequences, 1, 32, 32)
+    mask = torch.zeros(2, model.n_sequences)
     mask[:, [0, 2]] = 1
     with torch.inference_mode():
         out = model.decode(model.encode(images, mask, (0, 2)), mask, torch.tensor([1]))
