@@ -128,6 +128,11 @@ def resolve_budget(budget: str) -> str:
     return budget
 
 
+def cpu_steps(steps: int) -> int:
+    """A stage's step budget in the CPU plan."""
+    return max(1, round(steps * CPU_STEP_FRACTION))
+
+
 def cpu_training() -> dict:
     """Fewer steps, and every stage's learning rate decays to zero over them (poly): on a short
     budget the annealed end is worth about 1 dB of validation PSNR over a constant rate.
@@ -138,7 +143,7 @@ def cpu_training() -> dict:
     training["num_workers"] = 0
     for section in training.values():
         if isinstance(section, dict) and "steps" in section:
-            section["steps"] = max(1, round(section["steps"] * CPU_STEP_FRACTION))
+            section["steps"] = cpu_steps(section["steps"])
             section["schedule"] = "poly"
     return training
 
@@ -150,8 +155,8 @@ def with_weighting_lr(training: dict) -> dict:
     own 1e-4 the GPU plan's 10,000 steps would allow 0.5, half the demo's 200 steps at 1e-2:
     so 2e-3 there."""
     finetune = training["finetune"]
-    cpu_steps = round(registry.get("stage", "finetune").defaults["steps"] * CPU_STEP_FRACTION)
-    finetune["weighting_lr"] = CPU_WEIGHTING_LR * cpu_steps / finetune["steps"]
+    planned_on_cpu = cpu_steps(registry.get("stage", "finetune").defaults["steps"])
+    finetune["weighting_lr"] = CPU_WEIGHTING_LR * planned_on_cpu / finetune["steps"]
     return training
 
 
