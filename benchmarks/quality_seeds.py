@@ -135,7 +135,9 @@ def best_baseline(scores: dict, n: int) -> str | None:
 
 
 def differences(pooled: Pooled) -> list[str]:
-    """Paired, seed by seed (2 / 3 inputs), then their mean over the seeds that have both sides."""
+    """Paired, seed by seed (2 / 3 inputs), then their mean over the seeds that have both sides.
+    Against the best baseline the mean takes only the seeds that hold every baseline of the file:
+    a seed without Hi-Net would otherwise average a margin over the mean into one over Hi-Net."""
     comparisons = [
         ("tsf - mean", "tsf", "mean"),
         ("tsf-ms - tsf", "tsf-ms", "tsf"),
@@ -143,6 +145,7 @@ def differences(pooled: Pooled) -> list[str]:
         ("tsf-ms - best baseline", "tsf-ms", None),
     ]
     seeds = sorted(pooled.by_seed)
+    baselines = {m for scores in pooled.by_seed.values() for m in scores if m not in TSF_FAMILY}
     lines = [
         "| difference (box, dB) | " + " | ".join(f"seed {s}: 2 / 3 inputs" for s in seeds) + " | mean: 2 / 3 inputs |",
         "|---" * (len(seeds) + 2) + "|",
@@ -156,12 +159,22 @@ def differences(pooled: Pooled) -> list[str]:
                 cells.append("-")
                 continue
             gaps = [scores[ours][n]["box"] - scores[other[n]][n]["box"] for n in (2, 3)]
-            pairs.append(gaps)
+            if theirs or baselines <= scores.keys():
+                pairs.append((seed, gaps))
             named = "" if theirs else f" ({' / '.join(dict.fromkeys(other.values()))})"
             cells.append(f"{gaps[0]:+.2f} / {gaps[1]:+.2f}{named}")
-        mean = " / ".join(f"{statistics.fmean(g):+.2f}" for g in zip(*pairs, strict=True)) if pairs else "-"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean_of(pairs, len(cells) - cells.count('-'))} |")
     return lines
+
+
+def mean_of(pairs: list[tuple[int, list[float]]], seeds_with_a_value: int) -> str:
+    """The 2 / 3-input mean of the seeds' gaps, naming the seeds when some seeds' were left out."""
+    if not pairs:
+        return "-"
+    mean = " / ".join(f"{statistics.fmean(g):+.2f}" for g in zip(*(gaps for _, gaps in pairs), strict=True))
+    if len(pairs) == seeds_with_a_value:
+        return mean
+    return f"{mean} (seeds with every baseline: {', '.join(str(seed) for seed, _ in pairs)})"
 
 
 def report(pooled: Pooled, paths: list[Path]) -> list[str]:

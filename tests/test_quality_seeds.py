@@ -60,23 +60,29 @@ def test_pooled_seeds_give_paired_differences_and_the_best_baseline_of_each_seed
         }),
         # seed 1's Hi-Net in a file of its own; its mean, trained again, 0.2 dB off
         result_file(quality, tmp_path, "s1b.md", options(1), {"hinet": [21.0, 21.1, 21.9], "mean": [20.0, 21.4, 21.4]}),
+        # seed 2 without Hi-Net: its best baseline is the mean, which the mean over seeds leaves out
+        result_file(quality, tmp_path, "s2.md", options(2), {"tsf": [20.0, 21.0, 21.0], "mean": [20.0, 20.0, 20.0]}),
     ]  # fmt: skip
     pooled = seeds.pool([seeds.read_run(path) for path in files])
-    assert sorted(pooled.by_seed) == [0, 1]
+    assert sorted(pooled.by_seed) == [0, 1, 2]
     assert pooled.by_seed[1]["mean"][2] == {"box": 21.2, "lesion": 16.2}  # the first file's mean is kept
     assert pooled.notes == [
         "mean at seed 1 trained in two runs, up to 0.20 dB apart in the box: s1.md kept, s1b.md not"
     ]
     text = "\n".join(seeds.report(pooled, files))
-    assert "| tsf | 0, 1 | 20.00 (20.00 to 20.00) | 21.00 (21.00 to 21.00) | 21.25 (21.00 to 21.50) |" in text
+    assert "| tsf | 0, 1, 2 | 20.00 (20.00 to 20.00) | 21.00 (21.00 to 21.00) | 21.17 (21.00 to 21.50) |" in text
     assert "| tsf-ms | 1 | 20.00 | 21.50 | 22.00 |" in text
     assert "| hinet | 0, 1 | 16.00 (16.00 to 16.00) | 16.55 (16.10 to 17.00) | 17.45 (16.90 to 18.00) |" in text
     assert "- seed 1, 3 inputs: tsf-ms 22.00 > hinet 21.90 > mean 21.40 > tsf 21.00" in text
-    # tsf - mean: +0.20 / +0.40 at seed 0, -0.20 / -0.40 at seed 1; a mean of 0 at both
-    assert "| tsf - mean | +0.20 / +0.40 | -0.20 / -0.40 | +0.00 / +0.00 |" in text
-    # the best baseline is each seed's own: Hi-Net at seed 0, the mean at 2 inputs and Hi-Net at 3 at seed 1
-    assert "| tsf - best baseline | -1.00 / -1.50 (hinet) | -0.20 / -0.90 (mean / hinet) | -0.60 / -1.20 |" in text
-    assert "| tsf-ms - best baseline | - | +0.30 / +0.10 (mean / hinet) | +0.30 / +0.10 |" in text
+    # tsf - mean: +0.20 / +0.40 at seed 0, -0.20 / -0.40 at seed 1, +1.00 / +1.00 at seed 2
+    assert "| tsf - mean | +0.20 / +0.40 | -0.20 / -0.40 | +1.00 / +1.00 | +0.33 / +0.33 |" in text
+    # the best baseline is each seed's own: Hi-Net at seed 0, the mean at 2 inputs and Hi-Net at 3 at
+    # seed 1, the mean at seed 2, whose margin stays out of the mean over the seeds
+    assert (
+        "| tsf - best baseline | -1.00 / -1.50 (hinet) | -0.20 / -0.90 (mean / hinet) | +1.00 / +1.00 (mean) "
+        "| -0.60 / -1.20 (seeds with every baseline: 0, 1) |"
+    ) in text
+    assert "| tsf-ms - best baseline | - | +0.30 / +0.10 (mean / hinet) | - | +0.30 / +0.10 |" in text
 
 
 def test_files_of_other_options_or_not_from_quality_are_refused(quality, seeds, tmp_path):
