@@ -151,7 +151,7 @@ def differences(pooled: Pooled) -> list[str]:
         "|---" * (len(seeds) + 2) + "|",
     ]
     for label, ours, theirs in comparisons:
-        cells, pairs = [], []
+        cells, pairs, left_out = [], [], False
         for seed in seeds:
             scores = pooled.by_seed[seed]
             other = {n: theirs or best_baseline(scores, n) for n in (2, 3)}
@@ -161,18 +161,20 @@ def differences(pooled: Pooled) -> list[str]:
             gaps = [scores[ours][n]["box"] - scores[other[n]][n]["box"] for n in (2, 3)]
             if theirs or baselines <= scores.keys():
                 pairs.append((seed, gaps))
+            else:
+                left_out = True
             named = "" if theirs else f" ({' / '.join(dict.fromkeys(other.values()))})"
             cells.append(f"{gaps[0]:+.2f} / {gaps[1]:+.2f}{named}")
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean_of(pairs, len(cells) - cells.count('-'))} |")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean_of(pairs, left_out)} |")
     return lines
 
 
-def mean_of(pairs: list[tuple[int, list[float]]], seeds_with_a_value: int) -> str:
-    """The 2 / 3-input mean of the seeds' gaps, naming the seeds when some seeds' were left out."""
+def mean_of(pairs: list[tuple[int, list[float]]], left_out: bool) -> str:
+    """The 2 / 3-input mean of the seeds' gaps, naming the seeds it holds when some were left out."""
     if not pairs:
         return "-"
     mean = " / ".join(f"{statistics.fmean(g):+.2f}" for g in zip(*(gaps for _, gaps in pairs), strict=True))
-    if len(pairs) == seeds_with_a_value:
+    if not left_out:
         return mean
     return f"{mean} (seeds with every baseline: {', '.join(str(seed) for seed, _ in pairs)})"
 
