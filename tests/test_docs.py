@@ -35,3 +35,17 @@ def test_flags_named_in_the_readme_exist():
             for match in re.finditer(rf"tsfnet {name} ([^`|]*)", line):
                 for flag in re.findall(r"(--[a-z][a-z0-9-]*)", match.group(1)):
                     assert flag in known, f"README names {flag} for tsfnet {name}"
+
+
+def test_every_result_file_the_docs_cite_exists():
+    """The docs read their numbers from benchmarks/results/: a renamed or missing file would
+    leave a claim without its evidence."""
+    results = ROOT / "benchmarks" / "results"
+    cited = set()
+    for doc in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))):
+        cited |= {
+            (doc.name, name) for name in re.findall(r"([\w.+-]+_20\d\d-\d\d-\d\d[\w.+-]*\.(?:md|png))", doc.read_text())
+        }
+    assert len(cited) > 10
+    missing = sorted(f"{doc}: {name}" for doc, name in cited if not (results / name).exists())
+    assert not missing, missing

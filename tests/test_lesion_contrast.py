@@ -1,5 +1,5 @@
 """benchmarks/lesion_contrast.py: each tumour tissue's contrast against the brain around it,
-and the phantom fact the README reads from it (the oedema is invisible in T1 and T1Gd)."""
+and the phantom fact docs/results.md reads from it (the oedema is invisible in T1 and T1Gd)."""
 
 from __future__ import annotations
 
