@@ -44,7 +44,42 @@ def result_path(name: str, suffix: str = ".md") -> Path:
     return RESULTS / f"{name}_{datetime.date.today().isoformat()}{suffix}"
 
 
+HAND_WRITTEN = "by hand)"  # "How this run went (written by hand): ...", "## Reading (written after it, by hand)"
+
+
+def hand_written(old: list[str]) -> list[tuple[str, list[str]]]:
+    """The hand-written parts of a result file, each with the label of the line it followed
+    ("Machine", "Command"; "" for a section, which goes last). A part is a paragraph whose
+    opening words say it was written by hand, up to the next blank line, or a section whose
+    heading says so, up to the next heading."""
+    kept = []
+    for start, line in enumerate(old):
+        if line.startswith("#") and HAND_WRITTEN in line:
+            end = next((i for i in range(start + 1, len(old)) if old[i].startswith("#")), len(old))
+            kept.append(("", old[start:end]))
+        elif HAND_WRITTEN in line.split(":", 1)[0].split(".", 1)[0]:
+            end = next((i for i in range(start, len(old)) if not old[i].strip()), len(old))
+            before = next((old[i] for i in range(start - 1, -1, -1) if old[i].strip()), "")
+            kept.append((before.split(":", 1)[0], old[start:end]))
+    return kept
+
+
+def with_hand_written(lines: list[str], old: list[str]) -> list[str]:
+    """`lines` with the old file's hand-written parts back where they were: rerunning a
+    benchmark on the day of its result must not erase what was written about it."""
+    lines = list(lines)
+    for label, part in reversed(hand_written(old)):
+        if part[0] in lines:
+            continue
+        at = next((i + 1 for i, line in enumerate(lines) if label and line.split(":", 1)[0] == label), len(lines))
+        lines[at:at] = ["", *part]
+    return lines
+
+
 def write_result(name: str, lines: list[str]) -> Path:
-    """results/<name>_<date>.md, replaced whole or not at all (an interrupted run keeps the old file)."""
-    text = "\n".join(lines) + "\n"
-    return write_atomic(result_path(name), lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)
+    """results/<name>_<date>.md, replaced whole or not at all (an interrupted run keeps the old
+    file), keeping the paragraphs written by hand in the file it replaces."""
+    path = result_path(name)
+    old = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    text = "\n".join(with_hand_written(lines, old)) + "\n"
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=True)

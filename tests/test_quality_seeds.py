@@ -113,3 +113,46 @@ def test_a_result_file_is_replaced_whole_or_not_at_all(common, tmp_path, monkeyp
     monkeypatch.undo()
     assert earlier.read_text(encoding="utf-8") == "# earlier\n"
     assert list(tmp_path.iterdir()) == [earlier]
+
+
+def test_rewriting_a_result_keeps_what_was_written_by_hand(common, tmp_path, monkeypatch):
+    """A benchmark rerun on the day of its result replaces the generated lines but keeps the
+    hand-written paragraph where it was (after the line it followed) and a hand-written section
+    at the end; a paragraph the new lines already hold is not doubled."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    first = [
+        "# quality",
+        "",
+        "Command: `old`",
+        "Machine: 2 cores; 50 min in all.",
+        "",
+        "Data: old.",
+        "",
+        "## Table",
+        "| 1 |",
+    ]
+    path = common.write_result("quality", first)
+    text = path.read_text(encoding="utf-8")
+    text = text.replace(
+        "Machine: 2 cores; 50 min in all.\n",
+        "Machine: 2 cores; 50 min in all.\n\nHow this run went (written by hand): slow,\nthen fast.\n",
+    )
+    path.write_text(text + "\n## Reading (written after it, by hand)\n\nHi-Net wins.\n", encoding="utf-8")
+    second = [
+        "# quality",
+        "",
+        "Command: `new`",
+        "Machine: 2 cores; 40 min in all.",
+        "",
+        "Data: new.",
+        "",
+        "## Table",
+        "| 2 |",
+    ]
+    common.write_result("quality", second)
+    assert path.read_text(encoding="utf-8").splitlines() == [
+        *second[:4], "", "How this run went (written by hand): slow,", "then fast.", *second[4:],
+        "", "## Reading (written after it, by hand)", "", "Hi-Net wins.",
+    ]  # fmt: skip
+    common.write_result("quality", path.read_text(encoding="utf-8").splitlines())
+    assert path.read_text(encoding="utf-8").count("by hand)") == 2
