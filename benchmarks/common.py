@@ -47,6 +47,11 @@ def result_path(name: str, suffix: str = ".md") -> Path:
 HAND_WRITTEN = "by hand)"  # "How this run went (written by hand): ...", "## Reading (written after it, by hand)"
 
 
+def label_of(line: str) -> str:
+    """What a result line says before its first colon ("Machine", "Command"): where it is found again."""
+    return line.split(":", 1)[0]
+
+
 def hand_written(old: list[str]) -> list[tuple[str, list[str]]]:
     """The hand-written parts of a result file, each with the label of the line it followed
     ("Machine", "Command"; "" for a section, which goes last). A part is a paragraph whose
@@ -57,10 +62,10 @@ def hand_written(old: list[str]) -> list[tuple[str, list[str]]]:
         if line.startswith("#") and HAND_WRITTEN in line:
             end = next((i for i in range(start + 1, len(old)) if old[i].startswith("#")), len(old))
             kept.append(("", old[start:end]))
-        elif HAND_WRITTEN in line.split(":", 1)[0].split(".", 1)[0]:
+        elif HAND_WRITTEN in label_of(line).split(".", 1)[0]:
             end = next((i for i in range(start, len(old)) if not old[i].strip()), len(old))
             before = next((old[i] for i in range(start - 1, -1, -1) if old[i].strip()), "")
-            kept.append((before.split(":", 1)[0], old[start:end]))
+            kept.append((label_of(before), old[start:end]))
     return kept
 
 
@@ -71,7 +76,7 @@ def with_hand_written(lines: list[str], old: list[str]) -> list[str]:
     for label, part in reversed(hand_written(old)):
         if part[0] in lines:
             continue
-        at = next((i + 1 for i, line in enumerate(lines) if label and line.split(":", 1)[0] == label), len(lines))
+        at = next((i + 1 for i, line in enumerate(lines) if label and label_of(line) == label), len(lines))
         lines[at:at] = ["", *part]
     return lines
 

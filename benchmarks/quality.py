@@ -40,7 +40,7 @@ from tsfnet.data.dataset import RawDataset
 from tsfnet.data.phantom import SEQUENCES, write_dataset
 from tsfnet.data.volume_io import read_volume
 from tsfnet.demo import compact_plans, make_all_subset_scenarios, make_nested_scenarios
-from tsfnet.devices import resolve_device
+from tsfnet.devices import resolve_device, resolve_precision
 from tsfnet.evaluation.evaluate import evaluate, normalised_reference, reference_grey
 from tsfnet.evaluation.tables import mean_sd
 from tsfnet.fusion.tsf_ms import scale_task_weights
@@ -159,6 +159,7 @@ def train_fold(fusion: str, fold: int, args: argparse.Namespace, store: Path, wo
             fold=fold,
             output=work / "results",
             device=args.device,
+            precision=args.precision,
             steps=steps,
             val_every=max(1, steps // CURVE_POINTS),
             seed=args.seed,
@@ -176,7 +177,7 @@ def training_seconds(history: list[dict]) -> float:
 
 def run_fusion(fusion: str, args: argparse.Namespace, store: Path, inputs: Path, reference: Path, work: Path) -> dict:
     model_dir, trained_s, history = train_fold(fusion, 0, args, store, work)
-    model = load_model_folder(model_dir, resolve_device(args.device))
+    model = load_model_folder(model_dir, resolve_device(args.device), precision=args.precision)
     shutil.rmtree(work / "predictions" / fusion, ignore_errors=True)  # a stopped run's, from another model
     began = time.perf_counter()
     failed = predict_scenarios(model, inputs, work / "predictions" / fusion)
@@ -232,7 +233,7 @@ def finished_outcome(fusion: str, args: argparse.Namespace, work: Path) -> dict 
     model_dir = work / "results" / f"{fusion}__plans__2d" / "fold_0"
     history = [json.loads(line) for line in (model_dir / "training_log.jsonl").read_text().splitlines()]
     train_s = training_seconds(history)
-    model = load_model_folder(model_dir, resolve_device(args.device))
+    model = load_model_folder(model_dir, resolve_device(args.device), precision=args.precision)
     with metrics.open() as handle:
         rows = [{key: number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
     return outcome(fusion, model, rows, history, train_s, None, {}, work)
@@ -255,7 +256,8 @@ def run_ensemble(
     then `predict` with the ensemble of all K; the train time counts all K folds."""
     extra_s = sum(train_fold("tsf", fold, args, store, work)[1] for fold in range(1, args.ensemble_folds))
     folds = list(range(args.ensemble_folds))
-    ensemble = load_predictor(work / "results" / "tsf__plans__2d", resolve_device(args.device), folds=folds)
+    device = resolve_device(args.device)
+    ensemble = load_predictor(work / "results" / "tsf__plans__2d", device, precision=args.precision, folds=folds)
     predictions = work / "predictions" / "tsf_ensemble"
     began = time.perf_counter()
     failed = predict_scenarios(ensemble, inputs, predictions)
@@ -489,6 +491,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
+        help="training and prediction (auto: bf16 where the device has it natively); runs pool only within one",
+    )
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")
     parser.add_argument(
         "--task-sampling",
@@ -580,6 +588,7 @@ def report(
         "",
         f"Command: `{command}`",
         f"Machine: {machine()}; device {args.device}; "
+        f"precision {resolve_precision(resolve_device(args.device), args.precision)}; "
         + (
             f"{total_min:.0f} min in all."
             if total_min is not None
