@@ -6,8 +6,8 @@ and writes `results/quality_seeds_<date>.md`: PSNR per method and number of inpu
 mean over the seeds with its range, in the box and inside the lesion; the order of the
 methods at each seed; and the paired differences the comparison is for, seed by seed and on
 average: tsf - mean (target +0.3 dB), tsf-ms - tsf, and each of them against the best
-baseline of the same seed. Files of other options (cases, steps, patches, sampling) are
-refused: their numbers do not pool.
+baseline of the same seed. Files of other options (cases, steps, patches, sampling) or of
+another training precision (bf16 or fp32) are refused: their numbers do not pool.
 
     python benchmarks/quality_seeds.py benchmarks/results/quality_1mm_per_sample_{,[!x]*}2026-11-27.md
 
@@ -29,6 +29,7 @@ from common import write_result
 from quality import FUSION_MARGIN_DB, TABLE1_HEADING, TSF_FAMILY
 
 DATA_LINE = re.compile(r"^Data: (?P<before>.*), seed (?P<seed>\d+)\. (?P<after>.*)$")
+NAMED_PRECISION = re.compile(r"; precision (\w+);")
 COLUMNS = {"box": "PSNR box", "lesion": "PSNR lesion"}
 OVER_SEEDS = "the mean over the seeds (in brackets: the lowest and the highest seed)"
 
@@ -40,12 +41,14 @@ class Run:
     path: Path
     seed: int
     protocol: str  # the Data line without its seed: what must match for two files to pool
+    precision: str | None  # what it trained in; None where its Machine line does not tell
     scores: Scores
 
 
 @dataclass
 class Pooled:
     protocol: str
+    precision: str | None
     by_seed: dict[int, Scores] = field(default_factory=dict)
     sources: dict[tuple[int, str], Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -75,18 +78,35 @@ def read_run(path: Path) -> Run:
         values = {key: float(cells[name].split("±")[0]) for key, name in COLUMNS.items()}
         scores.setdefault(cells["method"], {})[int(cells["inputs"])] = values
     protocol = data["before"] + ", seed K. " + data["after"]
-    return Run(path, int(data["seed"]), protocol, scores)
+    return Run(path, int(data["seed"]), protocol, training_precision(lines), scores)
+
+
+def training_precision(lines: list[str]) -> str | None:
+    """bf16 or fp32, from the Machine line: named there since quality.py has --precision; before,
+    a CPU run's `auto` was bf16 where the CPU has it natively and fp32 where it is emulated."""
+    machine = next((line for line in lines if line.startswith("Machine: ")), "")
+    if named := NAMED_PRECISION.search(machine):
+        return named[1]
+    if "no GPU" in machine and "device auto" in machine:
+        return "bf16" if "bf16 native" in machine else "fp32" if "bf16 emulated" in machine else None
+    return None
 
 
 def pool(runs: list[Run]) -> Pooled:
     """Every (seed, method) once: a method trained at one seed in two files keeps the first,
     and a note says so where the two disagree (training is deterministic on the CPU)."""
-    pooled = Pooled(runs[0].protocol)
+    pooled = Pooled(runs[0].protocol, runs[0].precision)
     for run in runs:
         if run.protocol != pooled.protocol:
             raise SystemExit(
                 f"error: {run.path}: other options than {runs[0].path.name} (its 'Data:' line differs "
                 "beyond the seed); only runs of the same options pool"
+            )
+        if run.precision != pooled.precision:
+            raise SystemExit(
+                f"error: {run.path}: trained in {run.precision or 'an unknown precision'}, "
+                f"{runs[0].path.name} in {pooled.precision or 'an unknown precision'}; "
+                "only runs of one precision pool (quality.py --precision)"
             )
         seed_scores = pooled.by_seed.setdefault(run.seed, {})
         for method, by_inputs in run.scores.items():
@@ -186,7 +206,7 @@ def report(pooled: Pooled, paths: list[Path]) -> list[str]:
         "",
         "Command: `python benchmarks/quality_seeds.py " + " ".join(str(p) for p in paths) + "`",
         "",
-        f"Protocol (every file's): {pooled.protocol}",
+        f"Protocol (every file's): {pooled.protocol} Trained in {pooled.precision or 'an unknown precision'}.",
         "",
         "Methods per seed (a baseline missing at a seed is missing from that seed's 'best baseline'):",
         *coverage,

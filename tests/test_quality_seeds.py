@@ -32,9 +32,11 @@ def options(seed: int, steps: int = 2000) -> argparse.Namespace:
     )  # fmt: skip
 
 
-def result_file(quality, folder: Path, name: str, args: argparse.Namespace, box: dict[str, list[float]]) -> Path:
-    """A result file as quality.report lays it out (its Data line and Table 1), PSNR box given
-    per method for 1 / 2 / 3 inputs; the lesion 5 dB lower."""
+def result_file(
+    quality, folder: Path, name: str, args: argparse.Namespace, box: dict[str, list[float]], machine: str = ""
+) -> Path:
+    """A result file as quality.report lays it out (its Machine and Data lines and Table 1), PSNR
+    box given per method for 1 / 2 / 3 inputs; the lesion 5 dB lower."""
 
     def rows(values: list[float]) -> list[dict]:
         return [
@@ -45,7 +47,16 @@ def result_file(quality, folder: Path, name: str, args: argparse.Namespace, box:
 
     outcomes = {method: {"rows": rows(values)} for method, values in box.items()}
     path = folder / name
-    lines = ["# quality", "", quality.data_line(args), "", quality.TABLE1_HEADING, "", *quality.table1(outcomes)]
+    lines = [
+        "# quality",
+        "",
+        machine,
+        quality.data_line(args),
+        "",
+        quality.TABLE1_HEADING,
+        "",
+        *quality.table1(outcomes),
+    ]
     path.write_text("\n".join([*lines, "", "## Verdicts", ""]), encoding="utf-8")
     return path
 
@@ -94,6 +105,25 @@ def test_files_of_other_options_or_not_from_quality_are_refused(quality, seeds, 
     stranger.write_text("# some notes\n", encoding="utf-8")
     with pytest.raises(SystemExit, match=r"notes\.md: no 'Data: \.\.\., seed K\. \.\.\.' line"):
         seeds.read_run(stranger)
+
+
+def test_runs_of_another_precision_are_refused(quality, seeds, tmp_path):
+    """The precision is read from the Machine line; files from before quality.py --precision name
+    the CPU's bf16 instead, and `auto` trained in bf16 where it is native."""
+
+    def run(name: str, seed: int, bf16: str, named: str = ""):
+        machine = f"Machine: 2 CPU cores (x86_64, bf16 {bf16}), no GPU, torch 2.14.1; device auto; {named}30 min."
+        return seeds.read_run(result_file(quality, tmp_path, name, options(seed), {"tsf": [20.0, 21.0, 22.0]}, machine))
+
+    old_fp32, new_fp32, old_bf16 = (
+        run("a.md", 0, "emulated"),
+        run("b.md", 1, "native", "precision fp32; "),
+        run("c.md", 2, "native"),
+    )
+    assert [r.precision for r in (old_fp32, new_fp32, old_bf16)] == ["fp32", "fp32", "bf16"]
+    assert "Trained in fp32." in "\n".join(seeds.report(seeds.pool([old_fp32, new_fp32]), []))
+    with pytest.raises(SystemExit, match=r"c\.md: trained in bf16, a\.md in fp32; only runs of one precision pool"):
+        seeds.pool([old_fp32, old_bf16])
 
 
 def test_a_result_file_is_replaced_whole_or_not_at_all(common, tmp_path, monkeypatch):
