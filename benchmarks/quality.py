@@ -40,7 +40,7 @@ from tsfnet.data.dataset import RawDataset
 from tsfnet.data.phantom import SEQUENCES, write_dataset
 from tsfnet.data.volume_io import read_volume
 from tsfnet.demo import compact_plans, make_all_subset_scenarios, make_nested_scenarios
-from tsfnet.devices import resolve_device, resolve_precision
+from tsfnet.devices import PRECISIONS, resolve_device, resolve_precision
 from tsfnet.evaluation.evaluate import evaluate, normalised_reference, reference_grey
 from tsfnet.evaluation.tables import mean_sd
 from tsfnet.fusion.tsf_ms import scale_task_weights
@@ -494,7 +494,7 @@ def main() -> None:
     parser.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "bf16", "fp32"],
+        choices=["auto", *PRECISIONS],
         help="training and prediction (auto: bf16 where the device has it natively); runs pool only within one",
     )
     parser.add_argument("--workers", type=int, default=0, help="data-loading processes")

@@ -92,6 +92,10 @@ def training_precision(lines: list[str]) -> str | None:
     return None
 
 
+def precision_said(precision: str | None) -> str:
+    return precision or "an unknown precision"
+
+
 def pool(runs: list[Run]) -> Pooled:
     """Every (seed, method) once: a method trained at one seed in two files keeps the first,
     and a note says so where the two disagree (training is deterministic on the CPU)."""
@@ -104,8 +108,8 @@ def pool(runs: list[Run]) -> Pooled:
             )
         if run.precision != pooled.precision:
             raise SystemExit(
-                f"error: {run.path}: trained in {run.precision or 'an unknown precision'}, "
-                f"{runs[0].path.name} in {pooled.precision or 'an unknown precision'}; "
+                f"error: {run.path}: trained in {precision_said(run.precision)}, "
+                f"{runs[0].path.name} in {precision_said(pooled.precision)}; "
                 "only runs of one precision pool (quality.py --precision)"
             )
         seed_scores = pooled.by_seed.setdefault(run.seed, {})
@@ -206,7 +210,7 @@ def report(pooled: Pooled, paths: list[Path]) -> list[str]:
         "",
         "Command: `python benchmarks/quality_seeds.py " + " ".join(str(p) for p in paths) + "`",
         "",
-        f"Protocol (every file's): {pooled.protocol} Trained in {pooled.precision or 'an unknown precision'}.",
+        f"Protocol (every file's): {pooled.protocol} Trained in {precision_said(pooled.precision)}.",
         "",
         "Methods per seed (a baseline missing at a seed is missing from that seed's 'best baseline'):",
         *coverage,
